@@ -1,0 +1,123 @@
+//! The command line: `serve` (the default) and app management.
+//!
+//! App commands open the store directly, so they work whether or not a server is running;
+//! a running server finds new apps on their first use.
+
+use clap::{Parser, Subcommand};
+
+use crate::apps::{AppRegistry, AppSettings, NewApp};
+use crate::config::{Config, Flags, LogFormat, process_env};
+use crate::store::{self, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pushi",
+    version,
+    about = "Self-hosted realtime push server (Pusher protocol 7 and Pushi)"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub flags: Flags,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no command is given)
+    Serve,
+    /// Manage apps in the store
+    #[command(subcommand)]
+    Apps(AppsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Create an app and print its credentials
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Refuse client-* events from sockets
+        #[arg(long)]
+        no_client_events: bool,
+        /// Most simultaneous connections
+        #[arg(long)]
+        max_connections: Option<u32>,
+        /// Largest event data in bytes
+        #[arg(long)]
+        max_payload_bytes: Option<usize>,
+    },
+    /// List apps (id, name, key, enabled)
+    List,
+    /// Show one app, secret included
+    Show { id: String },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.flags, &process_env)?;
+    init_logging(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => crate::server::run(config, crate::server::shutdown_signal()).await,
+        Command::Apps(cmd) => apps(config, cmd).await,
+    }
+}
+
+async fn apps(config: Config, cmd: AppsCommand) -> anyhow::Result<()> {
+    let store = std::sync::Arc::new(store::open(&config.database_url).await?);
+    let registry = AppRegistry::new(store.clone(), config.static_apps.clone());
+    match cmd {
+        AppsCommand::Create {
+            name,
+            no_client_events,
+            max_connections,
+            max_payload_bytes,
+        } => {
+            let defaults = AppSettings::default();
+            let settings = AppSettings {
+                client_events: !no_client_events,
+                max_connections,
+                max_payload_bytes: max_payload_bytes.unwrap_or(defaults.max_payload_bytes),
+                ..defaults
+            };
+            let app = registry
+                .create(NewApp {
+                    name,
+                    settings,
+                    description: None,
+                })
+                .await?;
+            println!(
+                "app id:  {}\nname:    {}\nkey:     {}\nsecret:  {}",
+                app.id, app.name, app.key, app.secret
+            );
+        }
+        AppsCommand::List => {
+            println!("{:<8} {:<24} {:<66} enabled", "id", "name", "key");
+            for app in registry.all().await? {
+                println!(
+                    "{:<8} {:<24} {:<66} {}",
+                    app.id, app.name, app.key, app.enabled
+                );
+            }
+        }
+        AppsCommand::Show { id } => match registry.by_id(&id).await? {
+            Some(app) => println!("{}", serde_json::to_string_pretty(&*app)?),
+            None => anyhow::bail!("no app with id {id:?}"),
+        },
+    }
+    let _ = store.ping().await;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHI_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,407 @@
+//! One `Config`, assembled from defaults < TOML file < environment < command-line flags.
+//!
+//! Pushi's own variables keep their meaning (`APP_HOST`/`APP_PORT` for the HTTP API,
+//! `SERVER_HOST`/`SERVER_PORT` for WebSockets) so an existing deployment's environment works
+//! unchanged; both listeners serve both protocols, so one port is enough when they coincide.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::apps::{App, AppSettings, now_unix};
+use crate::hub::HubConfig;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://pushi.db";
+pub const DEFAULT_CONFIG_FILE: &str = "pushi.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_host: String,
+    pub http_port: u16,
+    pub ws_host: String,
+    pub ws_port: u16,
+    pub database_url: String,
+    pub hub: HubConfig,
+    /// Apps declared in the TOML file or `PUSHI_APP_*`; never stored.
+    pub static_apps: Vec<App>,
+    pub log_format: LogFormat,
+}
+
+/// The TOML file's shape; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub http_host: Option<String>,
+    pub http_port: Option<u16>,
+    pub ws_host: Option<String>,
+    pub ws_port: Option<u16>,
+    pub database_url: Option<String>,
+    pub activity_timeout: Option<u64>,
+    pub queue_len: Option<usize>,
+    pub log_format: Option<LogFormat>,
+    pub apps: Vec<StaticAppConfig>,
+}
+
+/// An app declared in configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub name: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub settings: AppSettings,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl StaticAppConfig {
+    fn into_app(self) -> App {
+        App {
+            name: self.name.unwrap_or_else(|| format!("app-{}", self.id)),
+            ident: self.key.clone(),
+            id: self.id,
+            key: self.key,
+            secret: self.secret,
+            enabled: self.enabled,
+            settings: self.settings,
+            description: None,
+            created: now_unix(),
+            modified: now_unix(),
+        }
+    }
+}
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Flags {
+    /// TOML configuration file [default: ./pushi.toml if present; env PUSHI_CONFIG]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://FILE or postgres://... [default: sqlite://pushi.db; env PUSHI_DATABASE_URL]
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// HTTP API bind address [default: 127.0.0.1; env APP_HOST]
+    #[arg(long)]
+    pub http_host: Option<String>,
+    /// HTTP API port [default: 8080; env APP_PORT]
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// WebSocket bind address [default: 127.0.0.1; env SERVER_HOST]
+    #[arg(long)]
+    pub ws_host: Option<String>,
+    /// WebSocket port [default: 9090; env SERVER_PORT]
+    #[arg(long)]
+    pub ws_port: Option<u16>,
+    /// Serve everything on this one port (sets both --http-port and --ws-port)
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Seconds of client silence before the server pings [default: 120; env PUSHI_ACTIVITY_TIMEOUT]
+    #[arg(long)]
+    pub activity_timeout: Option<u64>,
+    /// Frames queued per socket before it is closed as too slow [default: 1024; env PUSHI_QUEUE_LEN]
+    #[arg(long)]
+    pub queue_len: Option<usize>,
+    /// Log format [default: text; env PUSHI_LOG_FORMAT]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid value {value:?} for {name}: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where environment values come from; tests pass a map instead of the process env.
+pub type EnvSource<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_parse<T: std::str::FromStr>(
+    env: EnvSource<'_>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env(name) {
+        None => Ok(None),
+        Some(value) => value
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| ConfigError::Env {
+                name,
+                reason: e.to_string(),
+                value,
+            }),
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the TOML file, then `env`, then `flags`.
+    pub fn load(flags: &Flags, env: EnvSource<'_>) -> Result<Self, ConfigError> {
+        let file_path = flags
+            .config
+            .clone()
+            .or_else(|| env("PUSHI_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                default.exists().then_some(default)
+            });
+        let file = match &file_path {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+
+        let mut hub = HubConfig::default();
+        let activity = flags
+            .activity_timeout
+            .or(env_parse(env, "PUSHI_ACTIVITY_TIMEOUT")?)
+            .or(file.activity_timeout);
+        if let Some(secs) = activity {
+            if secs == 0 {
+                return Err(ConfigError::Invalid(
+                    "activity_timeout must be at least 1 second".into(),
+                ));
+            }
+            hub.activity_timeout = Duration::from_secs(secs);
+            // A client gets as long to answer a ping as it had to speak, up to Pusher's 30 s.
+            hub.pong_timeout = Duration::from_secs(secs.min(30));
+        }
+        if let Some(len) = flags
+            .queue_len
+            .or(env_parse(env, "PUSHI_QUEUE_LEN")?)
+            .or(file.queue_len)
+        {
+            hub.queue_len = len.max(1);
+        }
+
+        let mut static_apps: Vec<App> = file
+            .apps
+            .into_iter()
+            .map(StaticAppConfig::into_app)
+            .collect();
+        match (
+            env("PUSHI_APP_ID"),
+            env("PUSHI_APP_KEY"),
+            env("PUSHI_APP_SECRET"),
+        ) {
+            (Some(id), Some(key), Some(secret)) => {
+                static_apps.retain(|a| a.id != id);
+                static_apps.push(
+                    StaticAppConfig {
+                        id,
+                        key,
+                        secret,
+                        name: env("PUSHI_APP_NAME"),
+                        enabled: true,
+                        settings: AppSettings::default(),
+                    }
+                    .into_app(),
+                );
+            }
+            (None, None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "PUSHI_APP_ID, PUSHI_APP_KEY and PUSHI_APP_SECRET must be set together".into(),
+                ));
+            }
+        }
+        for app in &static_apps {
+            if app.id.is_empty() || app.key.is_empty() || app.secret.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: id, key and secret must not be empty",
+                    app.name
+                )));
+            }
+        }
+
+        let pick_port = |flag: Option<u16>, var: &'static str, file: Option<u16>, default: u16| {
+            Ok::<_, ConfigError>(
+                flag.or(flags.port)
+                    .or(env_parse(env, var)?)
+                    .or(file)
+                    .unwrap_or(default),
+            )
+        };
+        let http_port = pick_port(flags.http_port, "APP_PORT", file.http_port, 8080)?;
+        let ws_port = pick_port(flags.ws_port, "SERVER_PORT", file.ws_port, 9090)?;
+        let http_host = flags
+            .http_host
+            .clone()
+            .or_else(|| env("APP_HOST"))
+            .or(file.http_host)
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let ws_host = flags
+            .ws_host
+            .clone()
+            .or_else(|| env("SERVER_HOST"))
+            .or(file.ws_host)
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let database_url = flags
+            .database_url
+            .clone()
+            .or_else(|| env("PUSHI_DATABASE_URL"))
+            .or(file.database_url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        let log_format = flags
+            .log_format
+            .or(match env("PUSHI_LOG_FORMAT").as_deref() {
+                Some("json") => Some(LogFormat::Json),
+                Some("text") => Some(LogFormat::Text),
+                Some(other) => {
+                    return Err(ConfigError::Env {
+                        name: "PUSHI_LOG_FORMAT",
+                        value: other.into(),
+                        reason: "use text or json".into(),
+                    });
+                }
+                None => None,
+            })
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Text);
+
+        Ok(Self {
+            http_host,
+            http_port,
+            ws_host,
+            ws_port,
+            database_url,
+            hub,
+            static_apps,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(flags: Flags, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&flags, &move |k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_pushi() {
+        let c = load(Flags::default(), &[]).unwrap();
+        assert_eq!((c.http_host.as_str(), c.http_port), ("127.0.0.1", 8080));
+        assert_eq!((c.ws_host.as_str(), c.ws_port), ("127.0.0.1", 9090));
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert!(c.static_apps.is_empty());
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("pushi-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pushi.toml");
+        std::fs::write(
+            &path,
+            "http_port = 1000\nws_port = 2000\nactivity_timeout = 30\n\
+             [[apps]]\nid = \"7\"\nkey = \"k\"\nsecret = \"s\"\nclient_events = false\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        let c = load(flags.clone(), &[]).unwrap();
+        assert_eq!((c.http_port, c.ws_port), (1000, 2000));
+        assert_eq!(c.hub.activity_timeout, Duration::from_secs(30));
+        assert_eq!(c.static_apps.len(), 1);
+        assert!(!c.static_apps[0].settings.client_events);
+
+        let c = load(flags.clone(), &[("APP_PORT", "3000")]).unwrap();
+        assert_eq!((c.http_port, c.ws_port), (3000, 2000));
+
+        let c = load(
+            Flags {
+                http_port: Some(4000),
+                ..flags
+            },
+            &[("APP_PORT", "3000")],
+        )
+        .unwrap();
+        assert_eq!(c.http_port, 4000);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn env_app_and_bad_values() {
+        let c = load(
+            Flags::default(),
+            &[
+                ("PUSHI_APP_ID", "1"),
+                ("PUSHI_APP_KEY", "k"),
+                ("PUSHI_APP_SECRET", "s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.static_apps[0].id, "1");
+        assert!(c.static_apps[0].settings.client_events);
+        assert!(load(Flags::default(), &[("PUSHI_APP_ID", "1")]).is_err());
+        assert!(load(Flags::default(), &[("APP_PORT", "eighty")]).is_err());
+    }
+
+    #[test]
+    fn one_port_flag_sets_both() {
+        let c = load(
+            Flags {
+                port: Some(5555),
+                ..Flags::default()
+            },
+            &[("SERVER_PORT", "9999")],
+        )
+        .unwrap();
+        assert_eq!((c.http_port, c.ws_port), (5555, 5555));
+    }
+}

@@ -1,0 +1,73 @@
+//! Health and metrics endpoints, for load balancers and monitoring. No authentication.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::ServerContext;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn router() -> Router<ServerContext> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health/detailed", get(detailed))
+        .route("/metrics", get(metrics))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok", "service": "pushi", "version": VERSION}))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready means the store answers: without it no app can be looked up.
+async fn ready(State(ctx): State<ServerContext>) -> impl IntoResponse {
+    match ctx.hub.apps.store().ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok", "ready": true}))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "error",
+                "ready": false,
+                "message": format!("Database not ready: {e}"),
+            })),
+        ),
+    }
+}
+
+async fn detailed(State(ctx): State<ServerContext>) -> Json<Value> {
+    let started = std::time::Instant::now();
+    let database = match ctx.hub.apps.store().ping().await {
+        Ok(()) => json!({
+            "status": "ok",
+            "latency_ms": (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0,
+        }),
+        Err(e) => json!({"status": "error", "error": e.to_string()}),
+    };
+    let ok = database["status"] == "ok";
+    Json(json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "service": "pushi",
+        "version": VERSION,
+        "timestamp": crate::apps::now_unix(),
+        "checks": {
+            "database": database,
+            "websocket": {"status": "ok", "connections": ctx.hub.live_sockets()},
+        },
+    }))
+}
+
+async fn metrics(State(ctx): State<ServerContext>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
+}

@@ -1,0 +1,17 @@
+//! pushi: a self-hosted realtime push server speaking Pusher protocol 7 and Pushi's dialect.
+//!
+//! The modules follow the path of an event: [`ws`] and [`http`] take it in, [`hub`] validates
+//! and fans it out (the one publish path), [`store`] keeps what must survive restarts. See
+//! `docs/architecture.md` for the map.
+
+pub mod apps;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod ws;

@@ -1,0 +1,213 @@
+//! Channel names and what their prefix means.
+//!
+//! A channel's behaviour (needs a signature, keeps presence, caches its last event, belongs to
+//! one signed-in user) is decided by its name alone, so the name is parsed once into a
+//! [`ChannelName`] and everything else asks it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::MAX_CHANNEL_NAME_LEN;
+
+/// The prefix of the per-user channel a signed-in socket may join without a signature.
+pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    Public,
+    Private,
+    PrivateEncrypted,
+    Presence,
+    /// `#server-to-user-{id}`: only the socket signed in as `{id}` may join.
+    ServerToUser,
+    /// Pushi: `personal-{user}` expands to every channel that user subscribed to.
+    Personal,
+    /// Pushi: `peer-{base}:{u1}&{u2}` pairs two members of a presence channel.
+    Peer,
+}
+
+/// A validated channel name. Cheap to clone (shared string).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(Arc<str>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelNameError {
+    #[error("channel name is empty")]
+    Empty,
+    #[error("channel name is longer than {MAX_CHANNEL_NAME_LEN} characters")]
+    TooLong,
+    #[error("channel name {0:?} contains a character outside [A-Za-z0-9_-=@,.;]")]
+    BadCharacter(String),
+}
+
+/// Which character set names may use: Pusher's, or Pushi's (which adds `:` and `&` for peer
+/// channels and is otherwise the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRules {
+    Pusher,
+    Pushi,
+}
+
+impl ChannelName {
+    pub fn parse(name: &str, rules: NameRules) -> Result<Self, ChannelNameError> {
+        if name.is_empty() {
+            return Err(ChannelNameError::Empty);
+        }
+        if name.len() > MAX_CHANNEL_NAME_LEN {
+            return Err(ChannelNameError::TooLong);
+        }
+        let body = name.strip_prefix(SERVER_TO_USER_PREFIX).unwrap_or(name);
+        let allowed = |c: char| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
+                || (rules == NameRules::Pushi && matches!(c, ':' | '&'))
+        };
+        if body.is_empty() || !body.chars().all(allowed) {
+            return Err(ChannelNameError::BadCharacter(name.to_owned()));
+        }
+        Ok(Self(Arc::from(name)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn shared(&self) -> &Arc<str> {
+        &self.0
+    }
+
+    pub fn kind(&self) -> ChannelKind {
+        let n = self.as_str();
+        if n.starts_with(SERVER_TO_USER_PREFIX) {
+            ChannelKind::ServerToUser
+        } else if n.starts_with("private-encrypted-") {
+            ChannelKind::PrivateEncrypted
+        } else if n.starts_with("private-") {
+            ChannelKind::Private
+        } else if n.starts_with("presence-") {
+            ChannelKind::Presence
+        } else if n.starts_with("personal-") {
+            ChannelKind::Personal
+        } else if n.starts_with("peer-") {
+            ChannelKind::Peer
+        } else {
+            ChannelKind::Public
+        }
+    }
+
+    /// Cache channels keep their last event and replay it to new subscribers.
+    pub fn is_cache(&self) -> bool {
+        let n = self.as_str();
+        [
+            "cache-",
+            "private-cache-",
+            "private-encrypted-cache-",
+            "presence-cache-",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+    }
+
+    /// Subscribing needs an HMAC signature from the app's auth endpoint.
+    pub fn needs_signature(&self) -> bool {
+        matches!(
+            self.kind(),
+            ChannelKind::Private
+                | ChannelKind::PrivateEncrypted
+                | ChannelKind::Presence
+                | ChannelKind::Personal
+                | ChannelKind::Peer
+        )
+    }
+
+    pub fn is_presence(&self) -> bool {
+        self.kind() == ChannelKind::Presence
+    }
+
+    /// Client events (`client-*`) are allowed only where every member is authenticated.
+    pub fn allows_client_events(&self) -> bool {
+        matches!(
+            self.kind(),
+            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
+        )
+    }
+
+    /// For `#server-to-user-{id}`, the id.
+    pub fn server_to_user_id(&self) -> Option<&str> {
+        self.as_str().strip_prefix(SERVER_TO_USER_PREFIX)
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::borrow::Borrow<str> for ChannelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Event names: non-empty, at most 200 bytes.
+pub fn validate_event_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("event name is empty".into())
+    } else if name.len() > super::MAX_EVENT_NAME_LEN {
+        Err(format!(
+            "event name is longer than {} characters",
+            super::MAX_EVENT_NAME_LEN
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pusher(n: &str) -> Result<ChannelName, ChannelNameError> {
+        ChannelName::parse(n, NameRules::Pusher)
+    }
+
+    #[test]
+    fn kinds_follow_prefixes() {
+        assert_eq!(pusher("news").unwrap().kind(), ChannelKind::Public);
+        assert_eq!(pusher("private-a").unwrap().kind(), ChannelKind::Private);
+        assert_eq!(
+            pusher("private-encrypted-a").unwrap().kind(),
+            ChannelKind::PrivateEncrypted
+        );
+        assert_eq!(pusher("presence-a").unwrap().kind(), ChannelKind::Presence);
+        assert_eq!(
+            pusher("#server-to-user-42").unwrap().kind(),
+            ChannelKind::ServerToUser
+        );
+        assert!(pusher("presence-cache-x").unwrap().is_cache());
+        assert!(pusher("cache-x").unwrap().is_cache());
+        assert!(!pusher("private-x").unwrap().is_cache());
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        assert_eq!(pusher(""), Err(ChannelNameError::Empty));
+        assert!(matches!(
+            pusher("has space"),
+            Err(ChannelNameError::BadCharacter(_))
+        ));
+        assert!(pusher("#other").is_err());
+        assert!(pusher(&"a".repeat(201)).is_err());
+        assert!(pusher(&"a".repeat(200)).is_ok());
+        assert!(pusher("peer-chat:alice&bob").is_err());
+        assert!(ChannelName::parse("peer-chat:alice&bob", NameRules::Pushi).is_ok());
+        assert!(pusher("a-_=@,.;Z9").is_ok());
+    }
+}

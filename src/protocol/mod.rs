@@ -1,0 +1,31 @@
+//! The wire: what clients may send, what the server answers, and the rules on names and sizes.
+//!
+//! Everything here is pure (no I/O, no state) so both dialects (Pusher protocol 7 and Pushi's
+//! older dialect) and the HTTP API share one definition of a channel name, an error code or a
+//! frame, and the rules can be unit-tested without a server.
+
+pub mod channel;
+pub mod codes;
+pub mod frames;
+pub mod inbound;
+
+pub use channel::{ChannelKind, ChannelName};
+pub use inbound::{ClientMessage, InboundError};
+
+/// The protocol versions a Pusher client may announce in `?protocol=`; pusher-js sends 7.
+pub const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
+
+/// Longest event name accepted (Pusher's documented limit).
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+
+/// Longest channel name accepted. Pusher documents 164 but its SDKs allow 200; accept 200.
+pub const MAX_CHANNEL_NAME_LEN: usize = 200;
+
+/// Most channels one HTTP trigger may address.
+pub const MAX_TRIGGER_CHANNELS: usize = 100;
+
+/// Most events one batch trigger may carry.
+pub const MAX_BATCH_EVENTS: usize = 10;
+
+/// Most user ids a sign-in watchlist may carry.
+pub const MAX_WATCHLIST: usize = 100;

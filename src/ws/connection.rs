@@ -1,0 +1,197 @@
+//! One WebSocket connection: its task, its own state, and its cleanup.
+//!
+//! The task owns the socket and does three things in one `select!`: write frames the hub
+//! queued for it (in batches, one flush per burst), read and dispatch client messages, and
+//! watch the clock (ping a silent client, close one that does not answer). Everything the
+//! connection sends — replies included — goes through its queue, so frames reach the client
+//! in the order they were decided.
+//!
+//! [`Connection`] leaves the hub in its `Drop`, so presence and subscriptions are cleaned up
+//! however the task ends: client close, error, server shutdown or panic.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt;
+
+use crate::apps::App;
+use crate::hub::{AppState, Hub, SignedIn, SocketHandle, SocketReceiver};
+use crate::protocol::frames::{self, Frame};
+use crate::protocol::{ChannelName, codes};
+
+/// Which wire dialect the client speaks, decided by the URL it connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Pusher,
+}
+
+/// Most frames written before one flush; bounds how long reading can be starved by a burst.
+const MAX_BATCH: usize = 64;
+
+pub(super) struct Connection {
+    pub hub: Arc<Hub>,
+    pub state: Arc<AppState>,
+    pub handle: SocketHandle,
+    /// `handle.id()` as text, as clients see and sign it.
+    pub socket_id: String,
+    pub channels: HashSet<ChannelName>,
+    pub signed_in: Option<SignedIn>,
+    pub client_events: RateWindow,
+}
+
+impl Connection {
+    pub fn app(&self) -> Arc<App> {
+        self.state.app()
+    }
+
+    /// Queues a frame for this client.
+    pub fn send(&self, frame: Frame) {
+        self.handle.send(frame);
+    }
+
+    /// Replies `pusher:error`; the connection stays open.
+    pub fn send_error(&self, code: Option<u16>, message: &str) {
+        metrics::counter!(crate::metrics::CLIENT_ERRORS).increment(1);
+        tracing::debug!(socket_id = %self.socket_id, ?code, %message, "client error");
+        self.send(frames::error(code, message));
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let channels = std::mem::take(&mut self.channels);
+        self.hub
+            .disconnect(&self.state, &self.handle, channels, self.signed_in.as_ref());
+        tracing::info!(
+            app_id = %self.state.app().id,
+            socket_id = %self.socket_id,
+            "connection closed"
+        );
+    }
+}
+
+/// A fixed one-second window counter for client events.
+pub(super) struct RateWindow {
+    started: Instant,
+    count: u32,
+}
+
+impl RateWindow {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Counts one event; false if it exceeds `per_second`.
+    pub fn allow(&mut self, per_second: u32) -> bool {
+        if self.started.elapsed().as_secs() >= 1 {
+            self.started = Instant::now();
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= per_second
+    }
+}
+
+pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dialect: Dialect) {
+    let state = hub.state(&app);
+    let (handle, mut queue) = match hub.connect(&state) {
+        Ok(pair) => pair,
+        Err(refusal) => {
+            tracing::info!(app_id = %app.id, code = refusal.code(), "websocket refused: {}", refusal.message());
+            super::refuse(socket, refusal.code(), refusal.message().to_owned()).await;
+            return;
+        }
+    };
+    let mut conn = Connection {
+        socket_id: handle.id().to_string(),
+        hub: hub.clone(),
+        state,
+        handle: handle.clone(),
+        channels: HashSet::new(),
+        signed_in: None,
+        client_events: RateWindow::new(),
+    };
+    tracing::info!(app_id = %app.id, socket_id = %conn.socket_id, ?dialect, "connection opened");
+    let activity_timeout = hub.config.activity_timeout;
+    conn.send(frames::connection_established(
+        &conn.socket_id,
+        activity_timeout.as_secs(),
+    ));
+
+    let mut last_heard = Instant::now();
+    let mut pinged_at: Option<Instant> = None;
+    let close_code = loop {
+        let deadline = match pinged_at {
+            Some(at) => at + hub.config.pong_timeout,
+            None => last_heard + activity_timeout,
+        };
+        tokio::select! {
+            biased;
+            code = handle.close_requested() => break Some(code),
+            frame = queue.recv() => {
+                let Some(frame) = frame else { break None };
+                if write_batch(&mut socket, frame, &mut queue).await.is_err() {
+                    break None;
+                }
+            }
+            message = socket.recv() => {
+                let Some(Ok(message)) = message else { break None };
+                last_heard = Instant::now();
+                pinged_at = None;
+                match message {
+                    Message::Text(text) => match dialect {
+                        Dialect::Pusher => conn.handle_pusher(&text),
+                    },
+                    Message::Binary(_) => conn.send_error(
+                        None,
+                        &crate::protocol::InboundError::Binary.to_string(),
+                    ),
+                    // Ping frames are answered by the WebSocket layer; both count as activity.
+                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Close(_) => break None,
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if pinged_at.is_some() {
+                    break Some(codes::PONG_NOT_RECEIVED);
+                }
+                conn.send(frames::ping());
+                pinged_at = Some(Instant::now());
+            }
+        }
+    };
+    if let Some(code) = close_code {
+        let reason = match code {
+            codes::GOING_AWAY => "server shutting down; reconnect",
+            codes::PONG_NOT_RECEIVED => "pong not received in time",
+            codes::OVER_CAPACITY => "client too slow: outbound queue overflowed",
+            codes::UNAUTHORIZED => "connection terminated",
+            _ => "closed by server",
+        };
+        tracing::info!(socket_id = %conn.socket_id, code, reason, "closing connection");
+        super::close(&mut socket, code, reason).await;
+    }
+    drop(conn);
+}
+
+/// Writes `first` and whatever else is already queued (up to [`MAX_BATCH`]), then flushes
+/// once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    first: Frame,
+    queue: &mut SocketReceiver,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_BATCH {
+        match queue.try_recv() {
+            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
+}

@@ -1,0 +1,185 @@
+//! WebSocket endpoints: which dialect a URL asks for, and turning an upgrade into a
+//! connection task.
+//!
+//! `/app/{key}?protocol=7` (optionally behind a path prefix) speaks Pusher protocol 7. Every
+//! refusal — unknown app, disabled app, bad path or protocol — still completes the upgrade,
+//! sends `pusher:error` and closes with the protocol's code, because a WebSocket client can
+//! only see a close code, not an HTTP status.
+
+mod connection;
+mod pusher;
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::Uri;
+use axum::response::Response;
+
+use crate::hub::Hub;
+use crate::protocol::{SUPPORTED_PROTOCOLS, codes, frames};
+
+pub use connection::Dialect;
+
+/// Largest message the WebSocket layer accepts at all. Messages above an app's payload limit
+/// but below this get a `pusher:error` and the connection lives on; above it the frame cannot
+/// be buffered safely and the connection closes with 1009.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Read buffer per connection: small, because idle connections are the common case. It
+/// grows on demand for bigger messages.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Outgoing frames are coalesced up to this size before a write, so a burst of queued frames
+/// costs one syscall rather than one each.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// What the URL asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Pusher { key: String },
+    Refused { code: u16, message: String },
+}
+
+fn parse_target(uri: &Uri) -> Target {
+    let path = uri.path().trim_end_matches('/');
+    let mut segments = path.rsplit('/');
+    let key = segments.next().unwrap_or_default();
+    let is_pusher = segments.next() == Some("app");
+    if !is_pusher || key.is_empty() {
+        return Target::Refused {
+            code: codes::PATH_NOT_FOUND,
+            message: format!("no WebSocket endpoint at {path:?}; connect to /app/{{key}}"),
+        };
+    }
+    let protocol = uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "protocol")
+            .map(|(_, v)| v.into_owned())
+    });
+    match protocol.as_deref().map(str::parse::<u32>) {
+        None => Target::Refused {
+            code: codes::NO_PROTOCOL,
+            message: "no protocol version given; add ?protocol=7".into(),
+        },
+        Some(Err(_)) => Target::Refused {
+            code: codes::BAD_VERSION_STRING,
+            message: format!(
+                "protocol version {:?} is not a number",
+                protocol.unwrap_or_default()
+            ),
+        },
+        Some(Ok(v)) if !SUPPORTED_PROTOCOLS.contains(&v) => Target::Refused {
+            code: codes::UNSUPPORTED_PROTOCOL,
+            message: format!(
+                "protocol version {v} is not supported; use {}..={}",
+                SUPPORTED_PROTOCOLS.start(),
+                SUPPORTED_PROTOCOLS.end()
+            ),
+        },
+        Some(Ok(_)) => Target::Pusher {
+            key: key.to_owned(),
+        },
+    }
+}
+
+/// Accepts a WebSocket upgrade on any path and runs the connection (or its refusal).
+pub async fn upgrade(hub: Arc<Hub>, ws: WebSocketUpgrade, uri: Uri) -> Response {
+    let ws = ws
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES);
+    let (key, dialect) = match parse_target(&uri) {
+        Target::Pusher { key } => (key, Dialect::Pusher),
+        Target::Refused { code, message } => {
+            tracing::info!(path = uri.path(), code, %message, "websocket refused");
+            return ws.on_upgrade(move |socket| refuse(socket, code, message));
+        }
+    };
+    let app = match hub.apps.by_key(&key).await {
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            tracing::info!(app_key = %key, "websocket refused: unknown app key");
+            let message = format!("no app with key {key:?}");
+            return ws.on_upgrade(move |socket| refuse(socket, codes::APP_NOT_FOUND, message));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "app lookup failed");
+            let message = "server error while looking up the app; try again".to_owned();
+            return ws.on_upgrade(move |socket| refuse(socket, codes::GOING_AWAY, message));
+        }
+    };
+    ws.on_upgrade(move |socket| connection::run(hub, app, socket, dialect))
+}
+
+/// Sends `pusher:error` with `code`, then closes with the same code.
+async fn refuse(mut socket: WebSocket, code: u16, message: String) {
+    let _ = socket
+        .send(Message::Text(frames::error(Some(code), &message)))
+        .await;
+    close(&mut socket, code, &message).await;
+}
+
+/// Sends a close frame and waits briefly for the client's, so the code reaches it intact.
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    // Close reasons are limited to 123 bytes by RFC 6455.
+    let mut reason = reason.to_owned();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_ok() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while let Some(Ok(msg)) = socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(s: &str) -> Target {
+        parse_target(&s.parse::<Uri>().unwrap())
+    }
+
+    #[test]
+    fn pusher_paths() {
+        assert_eq!(
+            target("/app/abc?protocol=7&client=js"),
+            Target::Pusher { key: "abc".into() }
+        );
+        assert_eq!(
+            target("/prefix/app/abc?protocol=7"),
+            Target::Pusher { key: "abc".into() }
+        );
+        assert!(matches!(
+            target("/app/abc"),
+            Target::Refused { code: 4008, .. }
+        ));
+        assert!(matches!(
+            target("/app/abc?protocol=x"),
+            Target::Refused { code: 4006, .. }
+        ));
+        assert!(matches!(
+            target("/app/abc?protocol=3"),
+            Target::Refused { code: 4007, .. }
+        ));
+        assert!(matches!(
+            target("/app/?protocol=7"),
+            Target::Refused { code: 4005, .. }
+        ));
+        assert!(matches!(
+            target("/nope?protocol=7"),
+            Target::Refused { code: 4005, .. }
+        ));
+    }
+}

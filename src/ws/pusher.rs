@@ -1,0 +1,291 @@
+//! Pusher protocol 7: what each client event means.
+//!
+//! Every rejected message gets a reply (`pusher:error`, or `pusher:subscription_error` for a
+//! subscription) and the connection stays open: one bad frame must not cost a client its
+//! other subscriptions.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::connection::Connection;
+use crate::auth;
+use crate::hub::channel::PresenceJoin;
+use crate::hub::{Publish, PublishError, SignedIn, SubscribeRefusal};
+use crate::protocol::channel::NameRules;
+use crate::protocol::inbound::{
+    Envelope, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData, user_id_string,
+};
+use crate::protocol::{ChannelKind, ChannelName, MAX_WATCHLIST, codes, frames};
+
+impl Connection {
+    pub(super) fn handle_pusher(&mut self, text: &str) {
+        let envelope = match Envelope::parse(text) {
+            Ok(e) => e,
+            Err(e) => return self.send_error(None, &e.to_string()),
+        };
+        match envelope.event.as_str() {
+            "pusher:ping" => self.send(frames::pong()),
+            "pusher:pong" => {}
+            "pusher:subscribe" => self.subscribe(&envelope),
+            "pusher:unsubscribe" => self.unsubscribe(&envelope),
+            "pusher:signin" => self.signin(&envelope),
+            name if name.starts_with("client-") => self.client_event(envelope),
+            name => self.send_error(
+                None,
+                &format!("unknown event {name:?}: clients may send pusher:* protocol events and client-* events"),
+            ),
+        }
+    }
+
+    fn subscription_error(&self, channel: &str, kind: &str, error: &str, status: u16) {
+        metrics::counter!(crate::metrics::CLIENT_ERRORS).increment(1);
+        tracing::debug!(socket_id = %self.socket_id, channel, error, "subscription refused");
+        self.send(frames::subscription_error(channel, kind, error, status));
+    }
+
+    fn subscribe(&mut self, envelope: &Envelope) {
+        let data: SubscribeData = match envelope.data_as() {
+            Ok(d) => d,
+            Err(e) => return self.send_error(None, &e.to_string()),
+        };
+        let channel = match ChannelName::parse(&data.channel, NameRules::Pusher) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.subscription_error(
+                    &data.channel,
+                    "InvalidChannel",
+                    &e.to_string(),
+                    400,
+                );
+            }
+        };
+        let app = self.app();
+        let channel_data = data.channel_data_text();
+        let presence = match channel.kind() {
+            ChannelKind::Public => None,
+            ChannelKind::ServerToUser => {
+                let signed_in_as = self.signed_in.as_ref().map(|u| &*u.user_id);
+                if signed_in_as != channel.server_to_user_id() {
+                    return self.subscription_error(
+                        channel.as_str(),
+                        "AuthError",
+                        "only the socket signed in as this user may subscribe to its #server-to-user- channel",
+                        403,
+                    );
+                }
+                None
+            }
+            kind => {
+                let signed = channel_data
+                    .as_deref()
+                    .filter(|_| kind == ChannelKind::Presence);
+                let message = auth::channel_auth_message(&self.socket_id, channel.as_str(), signed);
+                let auth = data.auth.as_deref().unwrap_or_default();
+                if !auth::verify_auth_string(&app.key, &app.secret, &message, auth) {
+                    let error = if auth.is_empty() {
+                        format!("{channel} needs an auth signature")
+                    } else {
+                        format!("invalid signature for {channel}")
+                    };
+                    return self.subscription_error(channel.as_str(), "AuthError", &error, 401);
+                }
+                if kind == ChannelKind::Presence {
+                    match self.presence_join(channel_data.as_deref(), &app) {
+                        Ok(join) => Some(join),
+                        Err(error) => {
+                            return self.subscription_error(
+                                channel.as_str(),
+                                "InvalidChannelData",
+                                &error,
+                                400,
+                            );
+                        }
+                    }
+                } else {
+                    None
+                }
+            }
+        };
+        match self.state.subscribe(&self.handle, &channel, presence) {
+            Ok(_) => {
+                self.channels.insert(channel.clone());
+                if channel.is_cache() {
+                    match self.state.cached(&channel, self.hub.config.cache_ttl) {
+                        Some((frame, _)) => self.send(frame),
+                        None => self.send(frames::cache_miss(channel.as_str())),
+                    }
+                }
+            }
+            Err(refusal @ SubscribeRefusal::PresenceFull { .. }) => {
+                self.subscription_error(
+                    channel.as_str(),
+                    "LimitReached",
+                    &refusal.to_string(),
+                    403,
+                );
+            }
+        }
+    }
+
+    /// Reads and checks presence `channel_data` against the app's limits.
+    fn presence_join(
+        &self,
+        channel_data: Option<&str>,
+        app: &crate::apps::App,
+    ) -> Result<PresenceJoin, String> {
+        let text = channel_data.ok_or("presence channels need channel_data")?;
+        let data: PresenceData =
+            serde_json::from_str(text).map_err(|e| format!("channel_data is not valid: {e}"))?;
+        let user_id = user_id_string(&data.user_id)
+            .ok_or("channel_data.user_id must be a non-empty string or a number")?;
+        if user_id.len() > app.settings.max_presence_user_id_len {
+            return Err(format!(
+                "user_id is longer than {} characters",
+                app.settings.max_presence_user_id_len
+            ));
+        }
+        let user_info: Arc<RawValue> = match data.user_info {
+            Some(info) => Arc::from(info),
+            None => Arc::from(empty_object()),
+        };
+        if user_info.get().len() > app.settings.max_presence_user_info_bytes {
+            return Err(format!(
+                "user_info is larger than {} bytes",
+                app.settings.max_presence_user_info_bytes
+            ));
+        }
+        Ok(PresenceJoin {
+            user_id: Arc::from(user_id),
+            user_info,
+        })
+    }
+
+    fn unsubscribe(&mut self, envelope: &Envelope) {
+        let data: UnsubscribeData = match envelope.data_as() {
+            Ok(d) => d,
+            Err(e) => return self.send_error(None, &e.to_string()),
+        };
+        let Some(channel) = self.channels.get(data.channel.as_str()).cloned() else {
+            return self.send_error(
+                None,
+                &format!(
+                    "not subscribed to {:?}; nothing to unsubscribe",
+                    data.channel
+                ),
+            );
+        };
+        self.channels.remove(&channel);
+        self.state.unsubscribe(self.handle.id(), &channel);
+    }
+
+    fn signin(&mut self, envelope: &Envelope) {
+        let data: SigninData = match envelope.data_as() {
+            Ok(d) => d,
+            Err(e) => return self.send_error(None, &e.to_string()),
+        };
+        let app = self.app();
+        let message = auth::signin_message(&self.socket_id, &data.user_data);
+        if !auth::verify_auth_string(&app.key, &app.secret, &message, &data.auth) {
+            return self.send_error(Some(codes::UNAUTHORIZED), "invalid sign-in signature");
+        }
+        let user: UserData = match serde_json::from_str(&data.user_data) {
+            Ok(u) => u,
+            Err(e) => {
+                return self
+                    .send_error(None, &format!("user_data is not a valid user object: {e}"));
+            }
+        };
+        let Some(user_id) = user_id_string(&user.id) else {
+            return self.send_error(None, "user_data.id must be a non-empty string");
+        };
+        let watchlist: Vec<Arc<str>> = user
+            .watchlist
+            .unwrap_or_default()
+            .iter()
+            .filter_map(user_id_string)
+            .map(Arc::from)
+            .collect();
+        if watchlist.len() > MAX_WATCHLIST {
+            return self.send_error(
+                Some(codes::WATCHLIST_TOO_LONG),
+                &format!(
+                    "watchlist has {} ids; at most {MAX_WATCHLIST}",
+                    watchlist.len()
+                ),
+            );
+        }
+        if let Some(current) = &self.signed_in {
+            if *current.user_id != *user_id {
+                return self.send_error(
+                    None,
+                    &format!("already signed in as {:?}", &*current.user_id),
+                );
+            }
+            // Signing in again as the same user only repeats the confirmation.
+            return self.send(frames::signin_success(&data.user_data));
+        }
+        let signed_in = SignedIn {
+            user_id: Arc::from(user_id),
+            watchlist,
+        };
+        self.send(frames::signin_success(&data.user_data));
+        self.state.sign_in(&self.handle, &signed_in);
+        self.signed_in = Some(signed_in);
+    }
+
+    fn client_event(&mut self, envelope: Envelope) {
+        let app = self.app();
+        if !app.settings.client_events {
+            return self.send_error(None, "client events are disabled for this app");
+        }
+        let Some(name) = envelope.channel.as_deref() else {
+            return self.send_error(None, "client event without a channel");
+        };
+        let Some(channel) = self.channels.get(name).cloned() else {
+            return self.send_error(
+                None,
+                &format!("client event rejected: not subscribed to {name:?}"),
+            );
+        };
+        if !channel.allows_client_events() {
+            return self.send_error(
+                None,
+                "client event rejected: only supported on private and presence channels",
+            );
+        }
+        if !self.client_events.allow(app.settings.client_event_rate) {
+            return self.send_error(
+                Some(codes::CLIENT_EVENT_RATE_LIMIT),
+                &format!(
+                    "client event rejected: more than {} per second",
+                    app.settings.client_event_rate
+                ),
+            );
+        }
+        let data = envelope.data.unwrap_or_else(null);
+        let user_id = self.state.presence_user_of(self.handle.id(), &channel);
+        let publish = Publish {
+            channels: std::slice::from_ref(&channel),
+            event: &envelope.event,
+            data: &data,
+            exclude: Some(self.handle.id()),
+            user_id: user_id.as_deref(),
+        };
+        match self.hub.publish(&self.state, &publish) {
+            Ok(_) => {}
+            Err(e @ PublishError::TooLarge { .. }) | Err(e @ PublishError::Invalid(_)) => {
+                self.send_error(None, &format!("client event rejected: {e}"));
+            }
+        }
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| null())
+}
+
+fn null() -> Box<RawValue> {
+    // `null` is valid JSON; this cannot fail.
+    RawValue::from_string("null".to_owned()).expect("null is valid JSON")
+}
