@@ -33,6 +33,10 @@ pub struct Config {
     /// Apps declared in the TOML file or `PUSHI_APP_*`; never stored.
     pub static_apps: Vec<App>,
     pub log_format: LogFormat,
+    /// Bearer token for app creation and cross-app listing over HTTP.
+    pub admin_token: Option<String>,
+    /// Let anyone `POST /apps`, as the original Pushi did.
+    pub open_apps: bool,
 }
 
 /// The TOML file's shape; every key optional.
@@ -47,6 +51,8 @@ pub struct FileConfig {
     pub activity_timeout: Option<u64>,
     pub queue_len: Option<usize>,
     pub log_format: Option<LogFormat>,
+    pub admin_token: Option<String>,
+    pub open_apps: Option<bool>,
     pub apps: Vec<StaticAppConfig>,
 }
 
@@ -304,7 +310,25 @@ impl Config {
             .or(file.log_format)
             .unwrap_or(LogFormat::Text);
 
+        let admin_token = env("PUSHI_ADMIN_TOKEN")
+            .or(file.admin_token)
+            .filter(|t| !t.is_empty());
+        let open_apps = match env("PUSHI_OPEN_APPS").as_deref() {
+            Some("1" | "true" | "True" | "yes") => true,
+            Some("0" | "false" | "False" | "no") => false,
+            Some(other) => {
+                return Err(ConfigError::Env {
+                    name: "PUSHI_OPEN_APPS",
+                    value: other.into(),
+                    reason: "use 1 or 0".into(),
+                });
+            }
+            None => file.open_apps.unwrap_or(false),
+        };
+
         Ok(Self {
+            admin_token,
+            open_apps,
             http_host,
             http_port,
             ws_host,

@@ -71,6 +71,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let ctx = ServerContext {
         hub: hub.clone(),
         metrics: crate::metrics::install(),
+        admin: http::pushi_api::AdminPolicy {
+            token: config.admin_token.as_deref().map(std::sync::Arc::from),
+            open_apps: config.open_apps,
+        },
     };
     let router = http::router(ctx);
     let (stop, stopped) = watch::channel(false);

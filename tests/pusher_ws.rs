@@ -35,7 +35,8 @@ async fn refusals_carry_the_protocol_close_codes() {
     for (url, code) in [
         (server.ws_url("nope"), 4001),
         (server.ws_url("key-2"), 4003),
-        (format!("ws://{addr}/wrong/path?protocol=7"), 4005),
+        (format!("ws://{addr}/"), 4005),
+        (format!("ws://{addr}/app/"), 4005),
         (
             format!("ws://{addr}/app/{}?protocol=x", server.app.key),
             4006,
@@ -525,16 +526,14 @@ async fn slow_consumers_are_closed_with_4100() {
     let data = pushi::protocol::frames::json_string(&"y".repeat(8 * 1024));
     // Publish far more than socket buffers and the queue can hold, without reading.
     for _ in 0..4000 {
-        let _ = server.running().hub.publish(
-            &state,
-            &pushi::hub::Publish {
-                channels: std::slice::from_ref(&channel),
-                event: "bulk",
-                data: &data,
-                exclude: None,
-                user_id: None,
-            },
-        );
+        let _ = server
+            .running()
+            .hub
+            .publish(
+                &state,
+                &pushi::hub::Publish::new(std::slice::from_ref(&channel), "bulk", &data),
+            )
+            .await;
     }
     assert_eq!(slow.expect_close().await, Some(4100));
 }

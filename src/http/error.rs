@@ -56,6 +56,7 @@ impl From<PublishError> for ApiError {
         match e {
             PublishError::TooLarge { .. } => Self::too_large(e.to_string()),
             PublishError::Invalid(_) => Self::bad_request(e.to_string()),
+            PublishError::Store(store) => store.into(),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod health;
 pub mod pusher_api;
+pub mod pushi_api;
 pub mod signed;
 
 use std::sync::Arc;
@@ -25,15 +26,18 @@ use error::ApiError;
 pub struct ServerContext {
     pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
+    pub admin: pushi_api::AdminPolicy,
 }
 
 pub fn router(ctx: ServerContext) -> Router {
     Router::new()
         .merge(pusher_api::router())
+        .merge(pushi_api::router())
         .merge(health::router())
         .fallback(fallback)
         .layer(axum::middleware::from_fn(error::log_rejections))
-        .layer(tower_http::cors::CorsLayer::permissive())
+        // pushi.js logs in with cookies from other origins: mirror the origin, allow credentials.
+        .layer(tower_http::cors::CorsLayer::very_permissive())
         .with_state(ctx)
 }
 

@@ -86,7 +86,7 @@ fn channel_name(name: &str) -> ApiResult<ChannelName> {
 }
 
 /// Publishes one event body; returns the per-channel info it asked for, if any.
-fn publish_event(
+async fn publish_event(
     ctx: &ServerContext,
     state: &AppState,
     event: EventBody,
@@ -119,16 +119,11 @@ fn publish_event(
     };
     let info = InfoRequest::parse(event.info.as_deref())?;
     let raw = frames::json_string(&data);
-    ctx.hub.publish(
-        state,
-        &Publish {
-            channels: &channels,
-            event: &name,
-            data: &raw,
-            exclude,
-            user_id: None,
-        },
-    )?;
+    let publish = Publish {
+        exclude,
+        ..Publish::new(&channels, &name, &raw)
+    };
+    ctx.hub.publish(state, &publish).await?;
     if !info.any() {
         return Ok(None);
     }
@@ -177,10 +172,12 @@ fn channel_info_fields(
 
 async fn trigger(State(ctx): State<ServerContext>, signed: Signed) -> ApiResult<Json<Value>> {
     let event: EventBody = parse_body(&signed.body)?;
-    Ok(Json(match publish_event(&ctx, &signed.state, event)? {
-        Some(channels) => json!({ "channels": channels }),
-        None => json!({}),
-    }))
+    Ok(Json(
+        match publish_event(&ctx, &signed.state, event).await? {
+            Some(channels) => json!({ "channels": channels }),
+            None => json!({}),
+        },
+    ))
 }
 
 #[derive(Deserialize)]
@@ -223,7 +220,7 @@ async fn batch(State(ctx): State<ServerContext>, signed: Signed) -> ApiResult<Js
     let mut infos = Vec::with_capacity(body.batch.len());
     let mut any_info = false;
     for event in body.batch {
-        let info = publish_event(&ctx, &signed.state, event)?;
+        let info = publish_event(&ctx, &signed.state, event).await?;
         any_info |= info.is_some();
         // A batch item addresses one channel: its info is that channel's attributes.
         infos.push(

@@ -15,15 +15,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use parking_lot::RwLock;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use crate::apps::{App, AppRegistry};
 use crate::protocol::frames::{self, Frame};
-use crate::protocol::{self, ChannelKind, ChannelName, codes};
-use channel::{Channel, PresenceJoin, Subscriber};
+use crate::protocol::pushi::{self, Stamp};
+use crate::protocol::{self, ChannelKind, ChannelName, Dialect, codes};
+use crate::store::{NewEvent, ShimStore as _, StoreError};
+use channel::{Channel, DialectFrames, PresenceJoin, Subscriber};
 pub use socket::{SocketHandle, SocketId, SocketReceiver};
 
 /// Tunables that are the same for every app.
@@ -89,14 +94,44 @@ pub struct Publish<'a> {
     pub exclude: Option<SocketId>,
     /// Set on client events in presence channels: who sent it.
     pub user_id: Option<&'a str>,
+    /// Store the event in each channel's history (Pushi) before delivering it.
+    pub persist: bool,
+    /// The socket that sent it, recorded as the stored event's owner.
+    pub owner: Option<SocketId>,
+    /// Extra keys of a Pushi REST request, forwarded in Pushi frames and stored.
+    pub extra: Option<&'a Map<String, Value>>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+impl<'a> Publish<'a> {
+    /// A plain publish: no persistence, no exclusion, no extras.
+    pub fn new(channels: &'a [ChannelName], event: &'a str, data: &'a RawValue) -> Self {
+        Self {
+            channels,
+            event,
+            data,
+            exclude: None,
+            user_id: None,
+            persist: false,
+            owner: None,
+            extra: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("{0}")]
     Invalid(String),
     #[error("event data is {size} bytes; this app allows at most {limit}")]
     TooLarge { size: usize, limit: usize },
+    #[error("could not store the event: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// An empty map, for publishes without extra keys.
+fn no_extra() -> &'static Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Map::new)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -198,9 +233,28 @@ impl Hub {
         }
     }
 
-    /// The one publish path. Validates, then fans out to every local subscriber of each
-    /// channel, serialising once per channel. Returns the number of frames queued.
-    pub fn publish(&self, state: &AppState, publish: &Publish<'_>) -> Result<usize, PublishError> {
+    /// The one publish path: validate, store if asked (before anyone sees the event, so an
+    /// acknowledged publish survives a crash), then fan out to every local subscriber of each
+    /// channel, serialising once per channel and dialect. Returns the number of frames queued.
+    pub async fn publish(
+        &self,
+        state: &AppState,
+        publish: &Publish<'_>,
+    ) -> Result<usize, PublishError> {
+        Self::validate(state, publish)?;
+        let stamps = if publish.persist {
+            Some(self.persist(state, publish).await?)
+        } else {
+            None
+        };
+        let sent = state.fan_out(publish, stamps.as_deref(), self.config.cache_ttl);
+        metrics::counter!(crate::metrics::EVENTS_PUBLISHED)
+            .increment(publish.channels.len() as u64);
+        metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
+        Ok(sent)
+    }
+
+    fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
         let app = state.app();
         if publish.channels.is_empty() {
             return Err(PublishError::Invalid("no channel given".into()));
@@ -219,14 +273,57 @@ impl Hub {
                 limit: app.settings.max_payload_bytes,
             });
         }
-        let mut sent = 0;
-        for channel in publish.channels {
-            sent += state.publish_local(channel, publish, self.config.cache_ttl);
+        if let Some(extra) = publish.extra
+            && let Some(key) = ["mid", "timestamp"]
+                .into_iter()
+                .find(|k| extra.contains_key(*k))
+        {
+            return Err(PublishError::Invalid(format!(
+                "\"{key}\" is set by the server and cannot be sent"
+            )));
         }
-        metrics::counter!(crate::metrics::EVENTS_PUBLISHED)
-            .increment(publish.channels.len() as u64);
-        metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
-        Ok(sent)
+        Ok(())
+    }
+
+    /// Stores one event per channel (with the users' history links) and returns their stamps.
+    async fn persist(
+        &self,
+        state: &AppState,
+        publish: &Publish<'_>,
+    ) -> Result<Vec<Stamp>, PublishError> {
+        let app = state.app();
+        let data = pushi::data_string(publish.data);
+        let extra: &Map<String, Value> = match publish.extra {
+            Some(extra) => extra,
+            None => no_extra(),
+        };
+        let timestamp = unix_seconds_f64();
+        let mut stamps = Vec::with_capacity(publish.channels.len());
+        let mut events = Vec::with_capacity(publish.channels.len());
+        for channel in publish.channels {
+            let snapshot = pushi::Message {
+                channel: channel.as_str(),
+                event: publish.event,
+                data: &data,
+                extra,
+                stamp: None,
+            };
+            let stamp = Stamp {
+                mid: uuid::Uuid::new_v4().to_string(),
+                timestamp,
+            };
+            events.push(NewEvent {
+                mid: stamp.mid.clone(),
+                channel: channel.to_string(),
+                event: publish.event.to_owned(),
+                owner_id: publish.owner.map(|o| o.to_string()),
+                timestamp,
+                data: snapshot.to_json(),
+            });
+            stamps.push(stamp);
+        }
+        self.apps.store().save_events(&app.id, &events).await?;
+        Ok(stamps)
     }
 
     /// Asks every socket of every app to close with `code` (graceful shutdown uses 4200).
@@ -243,6 +340,13 @@ impl Hub {
     }
 }
 
+fn unix_seconds_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// The size the payload limit applies to: a string's contents, or the raw JSON otherwise.
 fn payload_size(data: &RawValue) -> usize {
     match serde_json::from_str::<&str>(data.get()) {
@@ -251,6 +355,24 @@ fn payload_size(data: &RawValue) -> usize {
             Ok(s) => s.len(),
             Err(_) => data.get().len(),
         },
+    }
+}
+
+/// The sockets a peer channel reaches: those of its two users in the presence channel, if
+/// both are present and at least one of them joined with `peer: true`.
+fn peer_members<'c>(ch: &'c Channel, a: &str, b: &str) -> Vec<&'c Subscriber> {
+    if !ch.members.contains_key(a) || !ch.members.contains_key(b) || a == b {
+        return Vec::new();
+    }
+    let pair: Vec<&Subscriber> = ch
+        .subscribers
+        .values()
+        .filter(|s| s.user_id.as_deref().is_some_and(|u| u == a || u == b))
+        .collect();
+    if pair.iter().any(|s| s.peer) {
+        pair
+    } else {
+        Vec::new()
     }
 }
 
@@ -290,26 +412,23 @@ impl AppState {
         self.app.read().clone()
     }
 
-    /// Joins `handle` to `channel` and queues the success reply (with the member list for
-    /// presence) — under the channel's lock, so no member event can overtake it.
+    /// Joins `handle` to `channel` and queues the reply `reply` builds from the channel —
+    /// under the channel's lock, so no member event can overtake it.
     pub fn subscribe(
         &self,
         handle: &SocketHandle,
+        dialect: Dialect,
         channel: &ChannelName,
         presence: Option<PresenceJoin>,
+        reply: impl FnOnce(&Channel) -> Option<Frame>,
     ) -> Result<SubscribeOutcome, SubscribeRefusal> {
         let app = self.app();
         let mut entry = self.channels.entry(channel.shared().clone()).or_default();
         let ch = entry.value_mut();
-        let reply = |ch: &Channel| {
-            if channel.is_presence() {
-                ch.presence_frame(channel.as_str())
-            } else {
-                frames::subscription_succeeded(channel.as_str())
-            }
-        };
         if ch.is_subscribed(handle.id()) {
-            handle.send(reply(ch));
+            if let Some(frame) = reply(ch) {
+                handle.send(frame);
+            }
             return Ok(SubscribeOutcome::AlreadySubscribed);
         }
         if let Some(join) = &presence {
@@ -331,16 +450,26 @@ impl AppState {
             handle.id(),
             Subscriber {
                 handle: handle.clone(),
+                dialect,
                 user_id: presence.as_ref().map(|p| p.user_id.clone()),
+                peer: presence.as_ref().is_some_and(|p| p.peer),
             },
         );
         if let Some(join) = &presence
             && ch.add_member(join)
         {
-            let added = frames::member_added(channel.as_str(), &join.user_id, &join.user_info);
-            ch.broadcast(&added, Some(handle.id()));
+            ch.announce_member(
+                channel.as_str(),
+                true,
+                &join.user_id,
+                &join.user_info,
+                &join.channel_data,
+                Some(handle.id()),
+            );
         }
-        handle.send(reply(ch));
+        if let Some(frame) = reply(ch) {
+            handle.send(frame);
+        }
         Ok(SubscribeOutcome::Subscribed)
     }
 
@@ -355,10 +484,16 @@ impl AppState {
             return false;
         };
         if let Some(user_id) = &sub.user_id
-            && ch.remove_member(user_id)
+            && let Some(member) = ch.remove_member(user_id)
         {
-            let removed = frames::member_removed(channel.as_str(), user_id);
-            ch.broadcast(&removed, None);
+            ch.announce_member(
+                channel.as_str(),
+                false,
+                user_id,
+                &member.user_info,
+                &member.channel_data,
+                None,
+            );
         }
         if ch.subscribers.is_empty() {
             entry.remove();
@@ -366,29 +501,125 @@ impl AppState {
         true
     }
 
-    fn publish_local(&self, channel: &ChannelName, publish: &Publish<'_>, ttl: Duration) -> usize {
-        let frame = frames::channel_event(
-            publish.event,
-            channel.as_str(),
-            publish.data,
-            publish.user_id,
-        );
-        if channel.is_cache() {
-            self.cache.insert(
-                channel.shared().clone(),
-                CachedEvent {
-                    frame: frame.clone(),
-                    event: publish.event.to_owned(),
-                    data: publish.data.to_owned(),
-                    stored: Instant::now(),
-                },
-            );
-            self.expire_cache(ttl);
+    /// Delivers one publish to this node's sockets. Pushi sockets get each event once per
+    /// publish even when several of its channels match (Pushi's rule); Pusher sockets get one
+    /// frame per channel, as Pusher clients expect.
+    fn fan_out(&self, publish: &Publish<'_>, stamps: Option<&[Stamp]>, ttl: Duration) -> usize {
+        let dedup = publish.channels.len() > 1
+            || publish
+                .channels
+                .iter()
+                .any(|c| c.kind() == ChannelKind::Peer);
+        let mut pushi_seen: HashSet<SocketId> = HashSet::new();
+        let data_string = std::cell::OnceCell::new();
+        let extra: &Map<String, Value> = match publish.extra {
+            Some(extra) => extra,
+            None => no_extra(),
+        };
+        let mut sent = 0;
+        for (i, channel) in publish.channels.iter().enumerate() {
+            let stamp = stamps.and_then(|s| s.get(i));
+            let pusher = || {
+                frames::channel_event(
+                    publish.event,
+                    channel.as_str(),
+                    publish.data,
+                    publish.user_id,
+                )
+            };
+            let pushi = || {
+                pushi::Message {
+                    channel: channel.as_str(),
+                    event: publish.event,
+                    data: data_string.get_or_init(|| pushi::data_string(publish.data)),
+                    extra,
+                    stamp,
+                }
+                .to_frame()
+            };
+            let frames = DialectFrames::new(&pusher, &pushi);
+            if channel.is_cache() {
+                self.cache.insert(
+                    channel.shared().clone(),
+                    CachedEvent {
+                        frame: frames.get(Dialect::Pusher).clone(),
+                        event: publish.event.to_owned(),
+                        data: publish.data.to_owned(),
+                        stored: Instant::now(),
+                    },
+                );
+                self.expire_cache(ttl);
+            }
+            let mut deliver = |sub: &Subscriber| {
+                let id = sub.handle.id();
+                if Some(id) == publish.exclude
+                    || (dedup && sub.dialect == Dialect::Pushi && !pushi_seen.insert(id))
+                {
+                    return;
+                }
+                if sub.handle.send(frames.get(sub.dialect).clone()) {
+                    sent += 1;
+                }
+            };
+            if let Some(ch) = self.channels.get(channel.as_str()) {
+                ch.subscribers.values().for_each(&mut deliver);
+            }
+            if let Some((presence, a, b)) = channel.peer_parts()
+                && let Some(ch) = self.channels.get(presence.as_str())
+            {
+                peer_members(&ch, a, b).into_iter().for_each(&mut deliver);
+            }
         }
-        match self.channels.get(channel.as_str()) {
-            Some(ch) => ch.broadcast(&frame, publish.exclude),
-            None => 0,
+        sent
+    }
+
+    /// Whether `socket` may act on peer channel `channel` without having subscribed to it:
+    /// it is in the paired presence channel as one of the two users.
+    pub fn peer_eligible(&self, socket: SocketId, channel: &ChannelName) -> bool {
+        let Some((presence, a, b)) = channel.peer_parts() else {
+            return false;
+        };
+        self.channels.get(presence.as_str()).is_some_and(|ch| {
+            ch.subscribers
+                .get(&socket)
+                .and_then(|s| s.user_id.as_deref())
+                .is_some_and(|u| u == a || u == b)
+        })
+    }
+
+    /// Pushi's view of a channel's presence members (user id → channel_data).
+    pub fn pushi_members(&self, channel: &str) -> Vec<(Arc<str>, Arc<RawValue>)> {
+        self.channels
+            .get(channel)
+            .map(|ch| {
+                ch.members
+                    .iter()
+                    .map(|(id, m)| (id.clone(), m.channel_data.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every socket of this app with the channels it joined (for Pushi's `/sockets`).
+    pub fn sockets_with_channels(&self) -> Vec<(SocketId, Vec<String>)> {
+        let mut map: std::collections::BTreeMap<SocketId, Vec<String>> = self
+            .sockets
+            .iter()
+            .map(|s| (*s.key(), Vec::new()))
+            .collect();
+        for ch in self.channels.iter() {
+            for id in ch.subscribers.keys() {
+                if let Some(list) = map.get_mut(id) {
+                    list.push(ch.key().to_string());
+                }
+            }
         }
+        map.into_iter()
+            .map(|(id, mut channels)| {
+                channels.sort();
+                (id, channels)
+            })
+            .collect()
     }
 
     /// The cached last event of a cache channel, if still fresh.

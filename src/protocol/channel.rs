@@ -132,6 +132,22 @@ impl ChannelName {
         )
     }
 
+    /// For `peer-{base}:{a}&{b}`: the presence channel it pairs members of, and the two ids.
+    pub fn peer_parts(&self) -> Option<(String, &str, &str)> {
+        let rest = self.as_str().strip_prefix("peer-")?;
+        let (base, tail) = rest.rsplit_once(':')?;
+        let (a, b) = tail.split_once('&')?;
+        (!base.is_empty() && !a.is_empty() && !b.is_empty())
+            .then(|| (format!("presence-{base}"), a, b))
+    }
+
+    /// The peer channel pairing `a` and `b` in `presence_channel` (ids sorted, as Pushi does).
+    pub fn peer_of(presence_channel: &str, a: &str, b: &str) -> Option<Self> {
+        let base = presence_channel.strip_prefix("presence-")?;
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        Self::parse(&format!("peer-{base}:{first}&{second}"), NameRules::Pushi).ok()
+    }
+
     /// For `#server-to-user-{id}`, the id.
     pub fn server_to_user_id(&self) -> Option<&str> {
         self.as_str().strip_prefix(SERVER_TO_USER_PREFIX)
@@ -209,5 +225,21 @@ mod tests {
         assert!(pusher("peer-chat:alice&bob").is_err());
         assert!(ChannelName::parse("peer-chat:alice&bob", NameRules::Pushi).is_ok());
         assert!(pusher("a-_=@,.;Z9").is_ok());
+    }
+
+    #[test]
+    fn peer_names_round_trip() {
+        let peer = ChannelName::peer_of("presence-chat", "bob", "alice").unwrap();
+        assert_eq!(peer.as_str(), "peer-chat:alice&bob");
+        assert_eq!(
+            peer.peer_parts(),
+            Some(("presence-chat".to_owned(), "alice", "bob"))
+        );
+        assert_eq!(
+            ChannelName::parse("peer-x", NameRules::Pushi)
+                .unwrap()
+                .peer_parts(),
+            None
+        );
     }
 }

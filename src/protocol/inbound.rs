@@ -123,6 +123,9 @@ pub struct PresenceData {
     pub user_id: serde_json::Value,
     #[serde(default)]
     pub user_info: Option<Box<RawValue>>,
+    /// Pushi: pair this member with every other member on `peer-` channels.
+    #[serde(default)]
+    pub peer: bool,
 }
 
 /// Pusher and Pushi both allow user ids as JSON numbers; the protocol always sends strings.

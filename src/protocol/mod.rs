@@ -8,9 +8,19 @@ pub mod channel;
 pub mod codes;
 pub mod frames;
 pub mod inbound;
+pub mod pushi;
 
 pub use channel::{ChannelKind, ChannelName};
 pub use inbound::{ClientMessage, InboundError};
+
+/// Which wire dialect a connection speaks, decided by the URL it connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Pusher protocol 7 (`/app/{key}?protocol=7`).
+    Pusher,
+    /// Pushi's dialect (`/{key}`), as pushi.js and the `pushi` Python client speak it.
+    Pushi,
+}
 
 /// The protocol versions a Pusher client may announce in `?protocol=`; pusher-js sends 7.
 pub const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;

@@ -9,7 +9,7 @@
 //! [`Connection`] leaves the hub in its `Drop`, so presence and subscriptions are cleaned up
 //! however the task ends: client close, error, server shutdown or panic.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,13 +19,7 @@ use futures_util::SinkExt;
 use crate::apps::App;
 use crate::hub::{AppState, Hub, SignedIn, SocketHandle, SocketReceiver};
 use crate::protocol::frames::{self, Frame};
-use crate::protocol::{ChannelName, codes};
-
-/// Which wire dialect the client speaks, decided by the URL it connected to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Pusher,
-}
+use crate::protocol::{ChannelName, Dialect, codes};
 
 /// Most frames written before one flush; bounds how long reading can be starved by a burst.
 const MAX_BATCH: usize = 64;
@@ -37,6 +31,8 @@ pub(super) struct Connection {
     /// `handle.id()` as text, as clients see and sign it.
     pub socket_id: String,
     pub channels: HashSet<ChannelName>,
+    /// Pushi: each joined `personal-{user}` channel and the channels it expanded to.
+    pub personal: HashMap<ChannelName, Vec<ChannelName>>,
     pub signed_in: Option<SignedIn>,
     pub client_events: RateWindow,
 }
@@ -113,6 +109,7 @@ pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dia
         state,
         handle: handle.clone(),
         channels: HashSet::new(),
+        personal: HashMap::new(),
         signed_in: None,
         client_events: RateWindow::new(),
     };
@@ -145,7 +142,8 @@ pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dia
                 pinged_at = None;
                 match message {
                     Message::Text(text) => match dialect {
-                        Dialect::Pusher => conn.handle_pusher(&text),
+                        Dialect::Pusher => conn.handle_pusher(&text).await,
+                        Dialect::Pushi => conn.handle_pushi(&text).await,
                     },
                     Message::Binary(_) => conn.send_error(
                         None,

@@ -1,13 +1,15 @@
 //! WebSocket endpoints: which dialect a URL asks for, and turning an upgrade into a
 //! connection task.
 //!
-//! `/app/{key}?protocol=7` (optionally behind a path prefix) speaks Pusher protocol 7. Every
+//! `/app/{key}?protocol=7` (optionally behind a path prefix) speaks Pusher protocol 7; any
+//! other path whose last segment is an app key (`/{key}`, Pushi's form) speaks Pushi. Every
 //! refusal — unknown app, disabled app, bad path or protocol — still completes the upgrade,
 //! sends `pusher:error` and closes with the protocol's code, because a WebSocket client can
 //! only see a close code, not an HTTP status.
 
 mod connection;
 mod pusher;
+mod pushi;
 
 use std::sync::Arc;
 
@@ -16,9 +18,7 @@ use axum::http::Uri;
 use axum::response::Response;
 
 use crate::hub::Hub;
-use crate::protocol::{SUPPORTED_PROTOCOLS, codes, frames};
-
-pub use connection::Dialect;
+use crate::protocol::{Dialect, SUPPORTED_PROTOCOLS, codes, frames};
 
 /// Largest message the WebSocket layer accepts at all. Messages above an app's payload limit
 /// but below this get a `pusher:error` and the connection lives on; above it the frame cannot
@@ -36,7 +36,7 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// What the URL asked for.
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
-    Pusher { key: String },
+    Connect { key: String, dialect: Dialect },
     Refused { code: u16, message: String },
 }
 
@@ -44,11 +44,19 @@ fn parse_target(uri: &Uri) -> Target {
     let path = uri.path().trim_end_matches('/');
     let mut segments = path.rsplit('/');
     let key = segments.next().unwrap_or_default();
-    let is_pusher = segments.next() == Some("app");
-    if !is_pusher || key.is_empty() {
+    if key.is_empty() || key == "app" {
         return Target::Refused {
             code: codes::PATH_NOT_FOUND,
-            message: format!("no WebSocket endpoint at {path:?}; connect to /app/{{key}}"),
+            message: format!(
+                "no WebSocket endpoint at {:?}; connect to /app/{{key}}?protocol=7 (Pusher) or /{{key}} (Pushi)",
+                uri.path()
+            ),
+        };
+    }
+    if segments.next() != Some("app") {
+        return Target::Connect {
+            key: key.to_owned(),
+            dialect: Dialect::Pushi,
         };
     }
     let protocol = uri.query().and_then(|q| {
@@ -76,8 +84,9 @@ fn parse_target(uri: &Uri) -> Target {
                 SUPPORTED_PROTOCOLS.end()
             ),
         },
-        Some(Ok(_)) => Target::Pusher {
+        Some(Ok(_)) => Target::Connect {
             key: key.to_owned(),
+            dialect: Dialect::Pusher,
         },
     }
 }
@@ -90,7 +99,7 @@ pub async fn upgrade(hub: Arc<Hub>, ws: WebSocketUpgrade, uri: Uri) -> Response 
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES);
     let (key, dialect) = match parse_target(&uri) {
-        Target::Pusher { key } => (key, Dialect::Pusher),
+        Target::Connect { key, dialect } => (key, dialect),
         Target::Refused { code, message } => {
             tracing::info!(path = uri.path(), code, %message, "websocket refused");
             return ws.on_upgrade(move |socket| refuse(socket, code, message));
@@ -153,14 +162,12 @@ mod tests {
 
     #[test]
     fn pusher_paths() {
-        assert_eq!(
-            target("/app/abc?protocol=7&client=js"),
-            Target::Pusher { key: "abc".into() }
-        );
-        assert_eq!(
-            target("/prefix/app/abc?protocol=7"),
-            Target::Pusher { key: "abc".into() }
-        );
+        let pusher = |key: &str| Target::Connect {
+            key: key.into(),
+            dialect: Dialect::Pusher,
+        };
+        assert_eq!(target("/app/abc?protocol=7&client=js"), pusher("abc"));
+        assert_eq!(target("/prefix/app/abc?protocol=7"), pusher("abc"));
         assert!(matches!(
             target("/app/abc"),
             Target::Refused { code: 4008, .. }
@@ -177,9 +184,16 @@ mod tests {
             target("/app/?protocol=7"),
             Target::Refused { code: 4005, .. }
         ));
-        assert!(matches!(
-            target("/nope?protocol=7"),
-            Target::Refused { code: 4005, .. }
-        ));
+        assert!(matches!(target("/"), Target::Refused { code: 4005, .. }));
+    }
+
+    #[test]
+    fn pushi_paths() {
+        let pushi = |key: &str| Target::Connect {
+            key: key.into(),
+            dialect: Dialect::Pushi,
+        };
+        assert_eq!(target("/abc"), pushi("abc"));
+        assert_eq!(target("/any/prefix/abc?x=1"), pushi("abc"));
     }
 }

@@ -11,15 +11,15 @@ use serde_json::value::RawValue;
 use super::connection::Connection;
 use crate::auth;
 use crate::hub::channel::PresenceJoin;
-use crate::hub::{Publish, PublishError, SignedIn, SubscribeRefusal};
+use crate::hub::{Publish, SignedIn, SubscribeRefusal};
 use crate::protocol::channel::NameRules;
 use crate::protocol::inbound::{
     Envelope, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData, user_id_string,
 };
-use crate::protocol::{ChannelKind, ChannelName, MAX_WATCHLIST, codes, frames};
+use crate::protocol::{ChannelKind, ChannelName, Dialect, MAX_WATCHLIST, codes, frames};
 
 impl Connection {
-    pub(super) fn handle_pusher(&mut self, text: &str) {
+    pub(super) async fn handle_pusher(&mut self, text: &str) {
         let envelope = match Envelope::parse(text) {
             Ok(e) => e,
             Err(e) => return self.send_error(None, &e.to_string()),
@@ -30,7 +30,7 @@ impl Connection {
             "pusher:subscribe" => self.subscribe(&envelope),
             "pusher:unsubscribe" => self.unsubscribe(&envelope),
             "pusher:signin" => self.signin(&envelope),
-            name if name.starts_with("client-") => self.client_event(envelope),
+            name if name.starts_with("client-") => self.client_event(envelope).await,
             name => self.send_error(
                 None,
                 &format!("unknown event {name:?}: clients may send pusher:* protocol events and client-* events"),
@@ -91,7 +91,7 @@ impl Connection {
                     return self.subscription_error(channel.as_str(), "AuthError", &error, 401);
                 }
                 if kind == ChannelKind::Presence {
-                    match self.presence_join(channel_data.as_deref(), &app) {
+                    match presence_join(channel_data.as_deref(), &app) {
                         Ok(join) => Some(join),
                         Err(error) => {
                             return self.subscription_error(
@@ -107,7 +107,17 @@ impl Connection {
                 }
             }
         };
-        match self.state.subscribe(&self.handle, &channel, presence) {
+        let reply = |ch: &crate::hub::channel::Channel| {
+            Some(if channel.is_presence() {
+                ch.presence_frame(channel.as_str())
+            } else {
+                frames::subscription_succeeded(channel.as_str())
+            })
+        };
+        match self
+            .state
+            .subscribe(&self.handle, Dialect::Pusher, &channel, presence, reply)
+        {
             Ok(_) => {
                 self.channels.insert(channel.clone());
                 if channel.is_cache() {
@@ -126,39 +136,6 @@ impl Connection {
                 );
             }
         }
-    }
-
-    /// Reads and checks presence `channel_data` against the app's limits.
-    fn presence_join(
-        &self,
-        channel_data: Option<&str>,
-        app: &crate::apps::App,
-    ) -> Result<PresenceJoin, String> {
-        let text = channel_data.ok_or("presence channels need channel_data")?;
-        let data: PresenceData =
-            serde_json::from_str(text).map_err(|e| format!("channel_data is not valid: {e}"))?;
-        let user_id = user_id_string(&data.user_id)
-            .ok_or("channel_data.user_id must be a non-empty string or a number")?;
-        if user_id.len() > app.settings.max_presence_user_id_len {
-            return Err(format!(
-                "user_id is longer than {} characters",
-                app.settings.max_presence_user_id_len
-            ));
-        }
-        let user_info: Arc<RawValue> = match data.user_info {
-            Some(info) => Arc::from(info),
-            None => Arc::from(empty_object()),
-        };
-        if user_info.get().len() > app.settings.max_presence_user_info_bytes {
-            return Err(format!(
-                "user_info is larger than {} bytes",
-                app.settings.max_presence_user_info_bytes
-            ));
-        }
-        Ok(PresenceJoin {
-            user_id: Arc::from(user_id),
-            user_info,
-        })
     }
 
     fn unsubscribe(&mut self, envelope: &Envelope) {
@@ -234,7 +211,7 @@ impl Connection {
         self.signed_in = Some(signed_in);
     }
 
-    fn client_event(&mut self, envelope: Envelope) {
+    async fn client_event(&mut self, envelope: Envelope) {
         let app = self.app();
         if !app.settings.client_events {
             return self.send_error(None, "client events are disabled for this app");
@@ -266,26 +243,59 @@ impl Connection {
         let data = envelope.data.unwrap_or_else(null);
         let user_id = self.state.presence_user_of(self.handle.id(), &channel);
         let publish = Publish {
-            channels: std::slice::from_ref(&channel),
-            event: &envelope.event,
-            data: &data,
             exclude: Some(self.handle.id()),
             user_id: user_id.as_deref(),
+            owner: Some(self.handle.id()),
+            ..Publish::new(std::slice::from_ref(&channel), &envelope.event, &data)
         };
-        match self.hub.publish(&self.state, &publish) {
-            Ok(_) => {}
-            Err(e @ PublishError::TooLarge { .. }) | Err(e @ PublishError::Invalid(_)) => {
-                self.send_error(None, &format!("client event rejected: {e}"));
-            }
+        if let Err(e) = self.hub.publish(&self.state, &publish).await {
+            self.send_error(None, &format!("client event rejected: {e}"));
         }
     }
+}
+
+/// Reads and checks presence `channel_data` against the app's limits.
+pub(super) fn presence_join(
+    channel_data: Option<&str>,
+    app: &crate::apps::App,
+) -> Result<PresenceJoin, String> {
+    let text = channel_data.ok_or("presence channels need channel_data")?;
+    let data: PresenceData =
+        serde_json::from_str(text).map_err(|e| format!("channel_data is not valid: {e}"))?;
+    let user_id = user_id_string(&data.user_id)
+        .ok_or("channel_data.user_id must be a non-empty string or a number")?;
+    if user_id.len() > app.settings.max_presence_user_id_len {
+        return Err(format!(
+            "user_id is longer than {} characters",
+            app.settings.max_presence_user_id_len
+        ));
+    }
+    let user_info: Arc<RawValue> = match data.user_info {
+        Some(info) => Arc::from(info),
+        None => Arc::from(empty_object()),
+    };
+    if user_info.get().len() > app.settings.max_presence_user_info_bytes {
+        return Err(format!(
+            "user_info is larger than {} bytes",
+            app.settings.max_presence_user_info_bytes
+        ));
+    }
+    let channel_data = RawValue::from_string(text.to_owned())
+        .map(Arc::from)
+        .map_err(|e| format!("channel_data is not valid JSON: {e}"))?;
+    Ok(PresenceJoin {
+        user_id: Arc::from(user_id),
+        user_info,
+        channel_data,
+        peer: data.peer,
+    })
 }
 
 fn empty_object() -> Box<RawValue> {
     RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| null())
 }
 
-fn null() -> Box<RawValue> {
+pub(super) fn null() -> Box<RawValue> {
     // `null` is valid JSON; this cannot fail.
     RawValue::from_string("null".to_owned()).expect("null is valid JSON")
 }

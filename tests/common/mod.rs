@@ -326,3 +326,82 @@ impl Client {
         self.recv().await
     }
 }
+
+impl TestServer {
+    /// Connects in Pushi's dialect (`/{key}`) and reads `connection_established`.
+    pub async fn connect_pushi(&self) -> Client {
+        let url = format!("ws://{}/{}", self.running().ws_addr, self.app.key);
+        let mut client = Client::open(&url).await;
+        let established = client.recv_event("pusher:connection_established").await;
+        client.socket_id = parse_data(&established)["socket_id"]
+            .as_str()
+            .expect("socket_id")
+            .to_owned();
+        client
+    }
+
+    /// Logs into Pushi's REST API; returns the session token.
+    pub async fn pushi_login(&self) -> String {
+        let (status, body) = self
+            .rest(
+                "GET",
+                "/login",
+                &[
+                    ("app_id", &self.app.ident),
+                    ("app_key", &self.app.key),
+                    ("app_secret", &self.app.secret),
+                ],
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "login: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A Pushi REST call, with the session token as `sid` when given.
+    pub async fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        sid: Option<&str>,
+    ) -> (u16, Value) {
+        let mut params: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(sid) = sid {
+            params.push(("sid".into(), sid.into()));
+        }
+        self.raw(
+            method,
+            path,
+            &params,
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )
+        .await
+    }
+}
+
+impl Client {
+    /// Pushi subscribe (`data` is an object); returns the reply frame.
+    pub async fn pushi_subscribe(
+        &mut self,
+        channel: &str,
+        auth: Option<String>,
+        channel_data: Option<Value>,
+    ) -> Value {
+        let mut data = json!({"channel": channel});
+        if let Some(auth) = auth {
+            data["auth"] = json!(auth);
+        }
+        if let Some(cd) = channel_data {
+            data["channel_data"] = cd;
+        }
+        self.send(json!({"event": "pusher:subscribe", "data": data}))
+            .await;
+        self.recv().await
+    }
+}

@@ -1,0 +1,197 @@
+//! Frames of Pushi's dialect, as pushi.js and the `pushi` Python client read them.
+//!
+//! Pushi reuses Pusher's event names for subscriptions but answers with its own payloads:
+//! subscription replies carry `{name, members, alias, events}` as a JSON string, member events
+//! are `pusher:member_added`/`pusher:member_removed` with a `member` string, and channel events
+//! always carry `data` as a string plus `mid`/`timestamp` when the event was stored.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::frames::Frame;
+
+/// The reply events that share the `{name, members, alias, events}` payload.
+pub const SUBSCRIBED: &str = "pusher_internal:subscription_succeeded";
+pub const UNSUBSCRIBED: &str = "pusher_internal:unsubscription_succeeded";
+pub const LATEST: &str = "pusher_internal:latest";
+
+/// `{name, members, alias, events}`: what Pushi tells a client about a channel.
+pub struct ChannelView<'a> {
+    pub name: &'a str,
+    /// user id → that member's channel_data.
+    pub members: Vec<(&'a str, &'a RawValue)>,
+    pub alias: &'a [String],
+    pub events: &'a [Value],
+}
+
+pub fn channel_reply(event: &str, view: &ChannelView<'_>) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        name: &'a str,
+        members: Map<String, Value>,
+        alias: &'a [String],
+        events: &'a [Value],
+    }
+    let members = view
+        .members
+        .iter()
+        .map(|(id, data)| {
+            let value = serde_json::from_str(data.get()).unwrap_or(Value::Null);
+            ((*id).to_owned(), value)
+        })
+        .collect();
+    let data = serde_json::to_string(&Data {
+        name: view.name,
+        members,
+        alias: view.alias,
+        events: view.events,
+    })
+    .unwrap_or_default();
+    #[derive(Serialize)]
+    struct Out<'a> {
+        event: &'a str,
+        data: &'a str,
+        channel: &'a str,
+    }
+    to_frame(&Out {
+        event,
+        data: &data,
+        channel: view.name,
+    })
+}
+
+/// `pusher:member_added` / `pusher:member_removed` with the member's channel_data as a string.
+pub fn member_event(added: bool, channel: &str, channel_data: &RawValue) -> Frame {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        event: &'a str,
+        member: &'a str,
+        channel: &'a str,
+    }
+    to_frame(&Out {
+        event: if added {
+            "pusher:member_added"
+        } else {
+            "pusher:member_removed"
+        },
+        member: channel_data.get(),
+        channel,
+    })
+}
+
+/// Where a stored event came from and when: added to the message only when it was persisted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stamp {
+    pub mid: String,
+    pub timestamp: f64,
+}
+
+/// A channel event as Pushi sends it (and stores its snapshot): `channel`, `event`, `data` (a
+/// string), any extra keys of the REST request, then `mid` and `timestamp` when stored.
+#[derive(Serialize)]
+pub struct Message<'a> {
+    pub channel: &'a str,
+    pub event: &'a str,
+    pub data: &'a str,
+    #[serde(flatten)]
+    pub extra: &'a Map<String, Value>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<&'a Stamp>,
+}
+
+impl Message<'_> {
+    pub fn to_frame(&self) -> Frame {
+        to_frame(self)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Pushi sends `data` as a string: strings as they are, anything else as its JSON text.
+pub fn data_string(raw: &RawValue) -> String {
+    match serde_json::from_str::<String>(raw.get()) {
+        Ok(s) => s,
+        Err(_) => raw.get().to_owned(),
+    }
+}
+
+/// A stored event as Pushi serialises its `PushiEvent` records (history replies, `/events`).
+pub fn event_json(event: &crate::store::EventRecord, instance: &str) -> Value {
+    let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+    serde_json::json!({
+        "id": event.id,
+        "enabled": true,
+        "description": null,
+        "created": event.created,
+        "modified": event.created,
+        "meta": {},
+        "instance": instance,
+        "mid": event.mid,
+        "channel": event.channel,
+        "owner_id": event.owner_id,
+        "timestamp": event.timestamp,
+        "data": data,
+    })
+}
+
+/// Stored events as Pushi lists them.
+pub fn events_json(events: &[crate::store::EventRecord], instance: &str) -> Vec<Value> {
+    events.iter().map(|e| event_json(e, instance)).collect()
+}
+
+fn to_frame<T: Serialize>(value: &T) -> Frame {
+    Frame::from(serde_json::to_string(value).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_carries_a_json_string_payload() {
+        let data = RawValue::from_string(r#"{"user_id":"u"}"#.into()).unwrap();
+        let f = channel_reply(
+            SUBSCRIBED,
+            &ChannelView {
+                name: "presence-a",
+                members: vec![("u", &data)],
+                alias: &[],
+                events: &[],
+            },
+        );
+        let v: Value = serde_json::from_str(f.as_str()).unwrap();
+        assert_eq!(v["event"], SUBSCRIBED);
+        assert_eq!(v["channel"], "presence-a");
+        let inner: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            inner,
+            serde_json::json!({"name": "presence-a", "members": {"u": {"user_id": "u"}}, "alias": [], "events": []})
+        );
+    }
+
+    #[test]
+    fn message_orders_stamp_last_and_stringifies_data() {
+        let mut extra = Map::new();
+        extra.insert("subject".into(), Value::String("S".into()));
+        let stamp = Stamp {
+            mid: "m".into(),
+            timestamp: 1.5,
+        };
+        let raw = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+        let data = data_string(&raw);
+        let m = Message {
+            channel: "c",
+            event: "e",
+            data: &data,
+            extra: &extra,
+            stamp: Some(&stamp),
+        };
+        assert_eq!(
+            m.to_json(),
+            r#"{"channel":"c","event":"e","data":"{\"a\":1}","subject":"S","mid":"m","timestamp":1.5}"#
+        );
+    }
+}
