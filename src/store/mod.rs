@@ -1,16 +1,27 @@
-//! Durable state: apps now; events, subscriptions and deliveries as later features need them.
+//! Durable state: apps, persisted events and their associations, REST sessions, personal
+//! subscriptions and offline-delivery targets.
 //!
 //! The [`Store`] trait is the seam between the hub and a database. One SQL implementation
 //! ([`sql::SqlStore`]) serves both backends through sqlx's `Any` driver: SQLite (the embedded
 //! default, a file in WAL mode) and PostgreSQL (for several nodes). Only the schema differs
 //! per backend, so each has its own migration files and the queries are shared.
+//!
+//! Everything but apps and sessions is scoped by the owning app's id: each method takes an
+//! `app_id` and never reads or writes another app's rows, so tenant isolation does not depend
+//! on callers remembering a filter.
 
 pub mod migrations;
+pub mod records;
 pub mod sql;
 
 use async_trait::async_trait;
 
-use crate::apps::App;
+use crate::apps::{App, now_unix};
+
+pub use records::{
+    EventRecord, NewEvent, NewTarget, SESSION_TTL_SECS, SubscriptionRecord, TargetKind,
+    TargetRecord,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +45,121 @@ pub trait Store: Send + Sync + 'static {
     async fn app_by_key(&self, key: &str) -> Result<Option<App>, StoreError>;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // Events (history) ------------------------------------------------------------------
+
+    /// Saves the events of one publish (one per channel) in one transaction and associates
+    /// them with the users subscribed to their channels. A user subscribed to several of the
+    /// channels is associated only with the first matching event, in slice order. Returns
+    /// the saved events, in the same order, with their ids. A `mid` already saved for the
+    /// app is a [`StoreError::Conflict`].
+    async fn save_events(
+        &self,
+        app_id: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<EventRecord>, StoreError>;
+    /// The events of a channel, newest first; `count == 0` means no limit.
+    async fn channel_history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        skip: u32,
+        count: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+    /// The events associated with a user, most recently associated first; `count == 0`
+    /// means no limit.
+    async fn personal_history(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        skip: u32,
+        count: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+    /// The app's events on every channel, newest first; `count == 0` means no limit.
+    async fn recent_events(&self, app_id: &str, count: u32)
+    -> Result<Vec<EventRecord>, StoreError>;
+
+    // Sessions (REST login tokens) -------------------------------------------------------
+
+    /// Opens a session for the app and returns its token: 64 lowercase hex characters.
+    async fn create_session(&self, app_id: &str) -> Result<String, StoreError>;
+    /// The app a token is logged into, or `None` if the token is unknown or expired.
+    async fn session_app(&self, token: &str) -> Result<Option<String>, StoreError> {
+        self.session_app_at(token, now_unix()).await
+    }
+    /// [`Store::session_app`] as of `now` (unix seconds): sessions expire
+    /// [`SESSION_TTL_SECS`] after their creation.
+    async fn session_app_at(&self, token: &str, now: i64) -> Result<Option<String>, StoreError>;
+    /// Ends a session; returns whether it existed.
+    async fn delete_session(&self, token: &str) -> Result<bool, StoreError>;
+    /// Deletes the sessions expired as of `now`; returns how many.
+    async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
+
+    // Subscriptions (personal-channel aliases) -------------------------------------------
+
+    /// Records that `user_id` is interested in channel `event`. Returns the record and
+    /// whether it was created (`false`: it already existed and is returned unchanged).
+    async fn create_subscription(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        event: &str,
+    ) -> Result<(SubscriptionRecord, bool), StoreError>;
+    /// The app's subscriptions, optionally only a user's and/or a channel's, by id.
+    async fn list_subscriptions(
+        &self,
+        app_id: &str,
+        user_id: Option<&str>,
+        event: Option<&str>,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Deletes a subscription and returns it, or `None` if there was none.
+    async fn delete_subscription(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        event: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError>;
+    /// The channels a user is subscribed to, in subscription order: what `personal-{user}`
+    /// expands to.
+    async fn subscribed_channels(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The users subscribed to a channel, in subscription order.
+    async fn subscribers_of(&self, app_id: &str, channel: &str) -> Result<Vec<String>, StoreError>;
+
+    // Delivery targets (offline delivery) ------------------------------------------------
+
+    /// Saves a delivery target. Returns the record and whether it was created (`false`: the
+    /// same kind, target and event already existed and is returned unchanged).
+    async fn create_target(
+        &self,
+        app_id: &str,
+        target: NewTarget,
+    ) -> Result<(TargetRecord, bool), StoreError>;
+    /// The app's targets of a kind, optionally only one target's and/or a channel's, by id.
+    async fn list_targets(
+        &self,
+        app_id: &str,
+        kind: TargetKind,
+        target: Option<&str>,
+        event: Option<&str>,
+    ) -> Result<Vec<TargetRecord>, StoreError>;
+    /// Deletes a target's records (on every channel, or only on `event`) and returns them.
+    async fn delete_targets(
+        &self,
+        app_id: &str,
+        kind: TargetKind,
+        target: &str,
+        event: Option<&str>,
+    ) -> Result<Vec<TargetRecord>, StoreError>;
+    /// The app's targets of every kind on any of the channels, by id.
+    async fn targets_for_channels(
+        &self,
+        app_id: &str,
+        channels: &[String],
+    ) -> Result<Vec<TargetRecord>, StoreError>;
 }
 
 /// Opens the store a database URL names and brings its schema up to date.

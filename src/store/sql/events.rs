@@ -1,0 +1,176 @@
+//! Persisted events and their associations with subscribed users.
+//!
+//! A publish is saved in one transaction: its events one by one (a publish has one per
+//! channel, so a handful), then every association in a single `INSERT ... SELECT`, so the
+//! cost does not grow with round trips per subscriber. Associations keep Pushi's per-publish
+//! dedup: a user subscribed to several of the channels is associated with the first event
+//! only. The events' ids grow in slice order within the transaction, so "first" is the
+//! smallest id.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::{conflict_or, page_limit, placeholders};
+use crate::apps::now_unix;
+use crate::store::{EventRecord, NewEvent, StoreError};
+
+const EVENT_COLUMNS: &str =
+    "e.id, e.app_id, e.mid, e.channel, e.event, e.owner_id, e.timestamp, e.data, e.created";
+
+fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        app_id: row.try_get("app_id")?,
+        mid: row.try_get("mid")?,
+        channel: row.try_get("channel")?,
+        event: row.try_get("event")?,
+        owner_id: row.try_get("owner_id")?,
+        timestamp: row.try_get("timestamp")?,
+        data: row.try_get("data")?,
+        created: row.try_get("created")?,
+    })
+}
+
+pub(super) async fn save(
+    pool: &AnyPool,
+    app_id: &str,
+    new: &[NewEvent],
+) -> Result<Vec<EventRecord>, StoreError> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let created = now_unix();
+    let mut tx = pool.begin().await?;
+    let mut saved = Vec::with_capacity(new.len());
+    for event in new {
+        saved.push(insert(&mut tx, app_id, event, created).await?);
+    }
+    associate(&mut tx, app_id, &saved, created).await?;
+    tx.commit().await?;
+    Ok(saved)
+}
+
+async fn insert(
+    conn: &mut AnyConnection,
+    app_id: &str,
+    event: &NewEvent,
+    created: i64,
+) -> Result<EventRecord, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (app_id, mid, channel, event, owner_id, timestamp, data, created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(app_id)
+    .bind(&event.mid)
+    .bind(&event.channel)
+    .bind(&event.event)
+    .bind(&event.owner_id)
+    .bind(event.timestamp)
+    .bind(&event.data)
+    .bind(created)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| conflict_or(e, &format!("an event with mid {:?}", event.mid)))?;
+    Ok(EventRecord {
+        id,
+        app_id: app_id.to_owned(),
+        mid: event.mid.clone(),
+        channel: event.channel.clone(),
+        event: event.event.clone(),
+        owner_id: event.owner_id.clone(),
+        timestamp: event.timestamp,
+        data: event.data.clone(),
+        created,
+    })
+}
+
+/// Associates each user subscribed to any of the saved events' channels with the first of
+/// those events on one of their channels.
+async fn associate(
+    conn: &mut AnyConnection,
+    app_id: &str,
+    saved: &[EventRecord],
+    created: i64,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO associations (app_id, user_id, mid, created) \
+         SELECT e.app_id, f.user_id, e.mid, $2 \
+         FROM (SELECT s.user_id AS user_id, MIN(e.id) AS event_id \
+               FROM subscriptions s \
+               JOIN events e ON e.app_id = s.app_id AND e.channel = s.event \
+               WHERE s.app_id = $1 AND e.id IN ({}) \
+               GROUP BY s.user_id) f \
+         JOIN events e ON e.id = f.event_id \
+         ORDER BY f.event_id, f.user_id",
+        placeholders(3, saved.len())
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(app_id)
+        .bind(created);
+    saved
+        .iter()
+        .fold(query, |q, event| q.bind(event.id))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn channel_history(
+    pool: &AnyPool,
+    app_id: &str,
+    channel: &str,
+    skip: u32,
+    count: u32,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.app_id = $1 AND e.channel = $2 \
+         ORDER BY e.id DESC LIMIT $3 OFFSET $4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(app_id)
+        .bind(channel)
+        .bind(page_limit(count))
+        .bind(i64::from(skip))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) async fn personal_history(
+    pool: &AnyPool,
+    app_id: &str,
+    user_id: &str,
+    skip: u32,
+    count: u32,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM associations a \
+         JOIN events e ON e.app_id = a.app_id AND e.mid = a.mid \
+         WHERE a.app_id = $1 AND a.user_id = $2 \
+         ORDER BY a.id DESC LIMIT $3 OFFSET $4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(app_id)
+        .bind(user_id)
+        .bind(page_limit(count))
+        .bind(i64::from(skip))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) async fn recent(
+    pool: &AnyPool,
+    app_id: &str,
+    count: u32,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.app_id = $1 ORDER BY e.id DESC LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(app_id)
+        .bind(page_limit(count))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}

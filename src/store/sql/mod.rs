@@ -1,0 +1,312 @@
+//! The SQL store, shared by SQLite and PostgreSQL through sqlx's `Any` driver.
+//!
+//! Queries use `$N` placeholders, which both backends understand, and only types both map the
+//! same way (text, 64-bit integers, doubles): booleans are stored as 0/1 integers. Each
+//! submodule holds the queries of one kind of record as free functions over the pool; the
+//! [`Store`] implementation here only routes to them.
+
+mod apps;
+mod events;
+mod sessions;
+mod subscriptions;
+mod targets;
+
+use async_trait::async_trait;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+use super::migrations::{self, Backend};
+use super::{
+    EventRecord, NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind,
+    TargetRecord,
+};
+use crate::apps::App;
+
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Accepts `sqlite://FILE`, `sqlite:FILE`, `sqlite::memory:` and `postgres[ql]://...`.
+fn classify(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+impl SqlStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = classify(url)?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut url = url.to_owned();
+        if backend == Backend::Sqlite && !in_memory && !url.contains("mode=") {
+            // Create the database file on first start.
+            url.push_str(if url.contains('?') { "&" } else { "?" });
+            url.push_str("mode=rwc");
+        }
+        let mut options = AnyPoolOptions::new();
+        options = match backend {
+            // Each connection to `:memory:` is its own database: keep exactly one.
+            Backend::Sqlite if in_memory => options.max_connections(1).min_connections(1),
+            Backend::Sqlite => options.max_connections(4),
+            Backend::Postgres => options.max_connections(16),
+        };
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::raw_sql(
+                        "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                         PRAGMA foreign_keys=ON;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        migrations::run(&pool, backend).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for them to finish: a SQLite file is then complete
+    /// on disk without its WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Unique-constraint violations become [`StoreError::Conflict`] naming what clashed.
+fn conflict_or(e: sqlx::Error, what: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_owned())
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+/// `LIMIT` for a page size where 0 means "all": both backends accept the largest BIGINT,
+/// while SQLite's `-1` and PostgreSQL's `ALL` are each rejected by the other.
+fn page_limit(count: u32) -> i64 {
+    if count == 0 {
+        i64::MAX
+    } else {
+        i64::from(count)
+    }
+}
+
+/// `$first, $first+1, ...`: `n` numbered placeholders for an `IN (...)` list.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A `WHERE` clause of equality tests on text columns, numbered from `$1`.
+#[derive(Default)]
+struct Filter<'a> {
+    clauses: Vec<String>,
+    values: Vec<&'a str>,
+}
+
+impl<'a> Filter<'a> {
+    fn eq(mut self, column: &str, value: &'a str) -> Self {
+        self.values.push(value);
+        self.clauses
+            .push(format!("{column} = ${}", self.values.len()));
+        self
+    }
+
+    /// Tests `column` only when a value is given.
+    fn eq_opt(self, column: &str, value: Option<&'a str>) -> Self {
+        match value {
+            Some(value) => self.eq(column, value),
+            None => self,
+        }
+    }
+
+    fn where_sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    /// A query of `sql` (which must end with this filter's clause) with the values bound.
+    fn query(&self, sql: String) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        self.values
+            .iter()
+            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, v| q.bind(*v))
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_app(&self, app: App) -> Result<App, StoreError> {
+        apps::create(&self.pool, app).await
+    }
+
+    async fn update_app(&self, app: &App) -> Result<(), StoreError> {
+        apps::update(&self.pool, app).await
+    }
+
+    async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
+        apps::list(&self.pool).await
+    }
+
+    async fn app_by_id(&self, id: &str) -> Result<Option<App>, StoreError> {
+        apps::by_id(&self.pool, id).await
+    }
+
+    async fn app_by_key(&self, key: &str) -> Result<Option<App>, StoreError> {
+        apps::by_key(&self.pool, key).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn save_events(
+        &self,
+        app_id: &str,
+        new: &[NewEvent],
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        events::save(&self.pool, app_id, new).await
+    }
+
+    async fn channel_history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        skip: u32,
+        count: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        events::channel_history(&self.pool, app_id, channel, skip, count).await
+    }
+
+    async fn personal_history(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        skip: u32,
+        count: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        events::personal_history(&self.pool, app_id, user_id, skip, count).await
+    }
+
+    async fn recent_events(
+        &self,
+        app_id: &str,
+        count: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        events::recent(&self.pool, app_id, count).await
+    }
+
+    async fn create_session(&self, app_id: &str) -> Result<String, StoreError> {
+        sessions::create(&self.pool, app_id).await
+    }
+
+    async fn session_app_at(&self, token: &str, now: i64) -> Result<Option<String>, StoreError> {
+        sessions::app_at(&self.pool, token, now).await
+    }
+
+    async fn delete_session(&self, token: &str) -> Result<bool, StoreError> {
+        sessions::delete(&self.pool, token).await
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        sessions::purge_expired(&self.pool, now).await
+    }
+
+    async fn create_subscription(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        event: &str,
+    ) -> Result<(SubscriptionRecord, bool), StoreError> {
+        subscriptions::create(&self.pool, app_id, user_id, event).await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        app_id: &str,
+        user_id: Option<&str>,
+        event: Option<&str>,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        subscriptions::list(&self.pool, app_id, user_id, event).await
+    }
+
+    async fn delete_subscription(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        event: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        subscriptions::delete(&self.pool, app_id, user_id, event).await
+    }
+
+    async fn subscribed_channels(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        subscriptions::channels_of(&self.pool, app_id, user_id).await
+    }
+
+    async fn subscribers_of(&self, app_id: &str, channel: &str) -> Result<Vec<String>, StoreError> {
+        subscriptions::users_of(&self.pool, app_id, channel).await
+    }
+
+    async fn create_target(
+        &self,
+        app_id: &str,
+        target: NewTarget,
+    ) -> Result<(TargetRecord, bool), StoreError> {
+        targets::create(&self.pool, app_id, target).await
+    }
+
+    async fn list_targets(
+        &self,
+        app_id: &str,
+        kind: TargetKind,
+        target: Option<&str>,
+        event: Option<&str>,
+    ) -> Result<Vec<TargetRecord>, StoreError> {
+        targets::list(&self.pool, app_id, kind, target, event).await
+    }
+
+    async fn delete_targets(
+        &self,
+        app_id: &str,
+        kind: TargetKind,
+        target: &str,
+        event: Option<&str>,
+    ) -> Result<Vec<TargetRecord>, StoreError> {
+        targets::delete(&self.pool, app_id, kind, target, event).await
+    }
+
+    async fn targets_for_channels(
+        &self,
+        app_id: &str,
+        channels: &[String],
+    ) -> Result<Vec<TargetRecord>, StoreError> {
+        targets::for_channels(&self.pool, app_id, channels).await
+    }
+}

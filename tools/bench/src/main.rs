@@ -1,0 +1,3 @@
+fn main() {
+    println!("pushi-bench: not written yet");
+}
