@@ -101,28 +101,28 @@ pub struct Flags {
     #[arg(long, global = true)]
     pub database_url: Option<String>,
     /// HTTP API bind address [default: 127.0.0.1; env APP_HOST]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub http_host: Option<String>,
     /// HTTP API port [default: 8080; env APP_PORT]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub http_port: Option<u16>,
     /// WebSocket bind address [default: 127.0.0.1; env SERVER_HOST]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub ws_host: Option<String>,
     /// WebSocket port [default: 9090; env SERVER_PORT]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub ws_port: Option<u16>,
     /// Serve everything on this one port (sets both --http-port and --ws-port)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub port: Option<u16>,
     /// Seconds of client silence before the server pings [default: 120; env PUSHI_ACTIVITY_TIMEOUT]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub activity_timeout: Option<u64>,
     /// Frames queued per socket before it is closed as too slow [default: 1024; env PUSHI_QUEUE_LEN]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub queue_len: Option<usize>,
     /// Log format [default: text; env PUSHI_LOG_FORMAT]
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, global = true)]
     pub log_format: Option<LogFormat>,
 }
 

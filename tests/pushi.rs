@@ -349,20 +349,14 @@ async fn peer_channels_pair_presence_members() {
     assert_eq!(got["data"], "psst");
     // Carol is in the room but not in the pair; bob without the flag and carol without it
     // have no peer channel at all.
-    loop {
-        match carol.next(std::time::Duration::from_millis(300)).await {
-            Ok(frame) => assert_ne!(frame["event"], "whisper"),
-            Err(_) => break,
-        }
+    while let Ok(frame) = carol.next(std::time::Duration::from_millis(300)).await {
+        assert_ne!(frame["event"], "whisper");
     }
     carol
         .send(json!({"event": "whisper", "channel": "peer-chat:bob&carol", "data": "x", "persist": false}))
         .await;
-    loop {
-        match bob.next(std::time::Duration::from_millis(300)).await {
-            Ok(frame) => assert_ne!(frame["event"], "whisper"),
-            Err(_) => break,
-        }
+    while let Ok(frame) = bob.next(std::time::Duration::from_millis(300)).await {
+        assert_ne!(frame["event"], "whisper");
     }
     // Bob may read the pair's history; carol may not.
     bob.send(json!({"event": "pusher:latest", "data": {"channel": "peer-chat:alice&bob"}}))

@@ -22,7 +22,7 @@ use crate::apps::{App, AppSettings, NewApp, now_unix};
 use crate::hub::{AppState, Publish, SocketId};
 use crate::protocol::channel::NameRules;
 use crate::protocol::{ChannelName, frames};
-use crate::store::{ShimStore as _, SubscriptionRecord};
+use crate::store::SubscriptionRecord;
 
 /// How long a login session lasts, in seconds (also the cookie's max age).
 const SESSION_MAX_AGE: i64 = 30 * 24 * 3600;

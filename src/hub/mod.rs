@@ -27,7 +27,7 @@ use crate::apps::{App, AppRegistry};
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::pushi::{self, Stamp};
 use crate::protocol::{self, ChannelKind, ChannelName, Dialect, codes};
-use crate::store::{NewEvent, ShimStore as _, StoreError};
+use crate::store::{NewEvent, StoreError};
 use channel::{Channel, DialectFrames, PresenceJoin, Subscriber};
 pub use socket::{SocketHandle, SocketId, SocketReceiver};
 

@@ -18,7 +18,6 @@ use crate::protocol::inbound::{Envelope, SubscribeData, UnsubscribeData};
 use crate::protocol::pushi::events_json;
 use crate::protocol::pushi::{self, ChannelView};
 use crate::protocol::{ChannelKind, ChannelName, Dialect, frames};
-use crate::store::ShimStore as _;
 
 /// How many history events a `personal-` subscription reply carries.
 const PERSONAL_REPLY_EVENTS: u32 = 10;
