@@ -29,7 +29,7 @@ fn free_port() -> u16 {
 }
 
 async fn spawn(db: &str, port: u16) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_pushi"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushi"))
         .args(["serve", "--port", &port.to_string(), "--database-url", db])
         .env("PUSHI_APP_ID", "1")
         .env("PUSHI_APP_KEY", "recovery-key")
@@ -48,6 +48,8 @@ async fn spawn(db: &str, port: u16) -> Process {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not become ready");
 }
 
