@@ -18,6 +18,24 @@ pub fn router() -> Router<ServerContext> {
         .route("/health/ready", get(ready))
         .route("/health/detailed", get(detailed))
         .route("/metrics", get(metrics))
+        .route("/", get(info))
+        .route("/info", get(info))
+        .route("/versions", get(versions))
+}
+
+/// What this server is, as Pushi's `GET /` and `/info` tell it.
+async fn info(State(ctx): State<ServerContext>) -> Json<Value> {
+    Json(json!({
+        "name": "pushi",
+        "service": "pushi",
+        "version": VERSION,
+        "protocols": ["pusher-7", "pushi"],
+        "connections": ctx.hub.live_sockets(),
+    }))
+}
+
+async fn versions() -> Json<Value> {
+    Json(json!({"api_version": 1, "version": VERSION}))
 }
 
 async fn health() -> Json<Value> {
