@@ -17,7 +17,8 @@ use futures_util::future::join_all;
 use pushi::apps::{NewApp, now_unix};
 use pushi::store::sql::SqlStore;
 use pushi::store::{
-    EventRecord, NewEvent, NewTarget, SESSION_TTL_SECS, Store, StoreError, TargetKind,
+    DeliveryKind, DeliveryOutcome, DeliveryStatus, EventRecord, NewDelivery, NewEvent, NewTarget,
+    SESSION_TTL_SECS, Store, StoreError, TargetKind,
 };
 use sqlx::Connection;
 
@@ -193,6 +194,8 @@ store_tests! {
         concurrent_subscription_creates_make_one_row,
         sessions_resolve_until_they_expire,
         targets_are_unique_and_deletable,
+        outbox_claims_once_and_records_outcomes,
+        outbox_leases_expire_and_concurrent_claims_split,
     ],
     db: [
         migrations_run_once,
@@ -202,6 +205,21 @@ store_tests! {
 }
 
 // Helpers -----------------------------------------------------------------------------------
+
+fn delivery(target: &str) -> NewDelivery {
+    NewDelivery {
+        kind: DeliveryKind::Web,
+        target: target.into(),
+        payload: format!(r#"{{"url":"{target}"}}"#),
+    }
+}
+
+fn millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
 
 fn event(channel: &str, name: &str) -> NewEvent {
     NewEvent::new(
@@ -937,4 +955,68 @@ fn target_kinds_round_trip_through_their_names() {
         assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
     }
     assert_eq!(TargetKind::parse("fax"), None);
+}
+
+// Outbox -------------------------------------------------------------------------------------
+
+async fn outbox_claims_once_and_records_outcomes(store: &dyn Store) {
+    let queued = store
+        .enqueue_deliveries("1", &[delivery("http://a"), delivery("http://b"), delivery("http://c")])
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 3);
+    assert!(queued.iter().all(|d| d.status == DeliveryStatus::Pending && d.attempts == 0));
+    let ids: HashSet<&str> = queued.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "delivery ids are unique");
+
+    let now = millis();
+    let claimed = store.claim_deliveries("node-a", now, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // Claimed rows are not handed out again while the lease runs.
+    assert!(store.claim_deliveries("node-b", now, 60_000, 10).await.unwrap().is_empty());
+
+    store.finish_delivery(claimed[0].id, &DeliveryOutcome::Delivered).await.unwrap();
+    store
+        .finish_delivery(
+            claimed[1].id,
+            &DeliveryOutcome::Retry { next_attempt_ms: now + 3_600_000, error: "503".into() },
+        )
+        .await
+        .unwrap();
+    store
+        .finish_delivery(claimed[2].id, &DeliveryOutcome::Failed { error: "gave up".into() })
+        .await
+        .unwrap();
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.delivered, counts.failed), (1, 1, 1));
+    // The retry is not due yet; once due it is claimable again, with its attempt counted.
+    assert!(store.claim_deliveries("node-b", now, 60_000, 10).await.unwrap().is_empty());
+    let later = store.claim_deliveries("node-b", now + 3_600_001, 60_000, 10).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].attempts, 1);
+    assert_eq!(later[0].last_error.as_deref(), Some("503"));
+    let failed = store.list_deliveries("1", Some(DeliveryStatus::Failed), 10).await.unwrap();
+    assert_eq!(failed[0].last_error.as_deref(), Some("gave up"));
+    assert!(store.list_deliveries("2", None, 10).await.unwrap().is_empty());
+}
+
+async fn outbox_leases_expire_and_concurrent_claims_split(store: &dyn Store) {
+    let many: Vec<NewDelivery> = (0..40).map(|i| delivery(&format!("http://t{i}"))).collect();
+    store.enqueue_deliveries("1", &many).await.unwrap();
+    let now = millis();
+    let claims = join_all((0..4).map(|n| {
+        let node = format!("node-{n}");
+        async move { store.claim_deliveries(&node, now, 1_000, 15).await.unwrap() }
+    }))
+    .await;
+    let mut seen = HashSet::new();
+    for claim in &claims {
+        for d in claim {
+            assert!(seen.insert(d.id), "delivery {} claimed twice", d.id);
+        }
+    }
+    assert_eq!(seen.len(), 40);
+    // A dead node's claims come back once its lease ends.
+    let again = store.claim_deliveries("node-x", now + 1_001, 1_000, 100).await.unwrap();
+    assert_eq!(again.len(), 40);
 }

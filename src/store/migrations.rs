@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(3, "subscriptions", "0003_subscriptions.sql"),
     migration!(4, "sessions", "0004_sessions.sql"),
     migration!(5, "targets", "0005_targets.sql"),
+    migration!(6, "deliveries", "0006_deliveries.sql"),
 ];
 
 /// An arbitrary constant naming pushi's migration lock on PostgreSQL.

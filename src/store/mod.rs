@@ -19,7 +19,8 @@ use async_trait::async_trait;
 use crate::apps::{App, now_unix};
 
 pub use records::{
-    EventRecord, NewEvent, NewTarget, SESSION_TTL_SECS, SubscriptionRecord, TargetKind,
+    DeliveryCounts, DeliveryKind, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord,
+    NewDelivery, NewEvent, NewTarget, SESSION_TTL_SECS, SubscriptionRecord, TargetKind,
     TargetRecord,
 };
 
@@ -160,6 +161,38 @@ pub trait Store: Send + Sync + 'static {
         app_id: &str,
         channels: &[String],
     ) -> Result<Vec<TargetRecord>, StoreError>;
+    /// Every target of the app, all kinds, by id.
+    async fn all_targets(&self, app_id: &str) -> Result<Vec<TargetRecord>, StoreError>;
+
+    // Outbox (durable offline deliveries) ------------------------------------------------
+
+    /// Records deliveries as pending, due now, in one transaction.
+    async fn enqueue_deliveries(
+        &self,
+        app_id: &str,
+        deliveries: &[NewDelivery],
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Claims up to `limit` due pending deliveries for `node` until `now_ms + lease_ms`.
+    /// A claimed delivery is invisible to other claims until its lease ends, so two nodes
+    /// never attempt it at once; a node that dies loses its claims when the lease ends.
+    async fn claim_deliveries(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Records the outcome of an attempt and releases the claim.
+    async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome)
+    -> Result<(), StoreError>;
+    async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError>;
+    /// An app's deliveries, newest first, optionally of one status.
+    async fn list_deliveries(
+        &self,
+        app_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
 }
 
 /// Opens the store a database URL names and brings its schema up to date.

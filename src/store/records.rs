@@ -136,3 +136,123 @@ pub struct NewTarget {
     pub p256dh: Option<String>,
     pub auth: Option<String>,
 }
+
+/// What kind of offline delivery a row of the outbox is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    /// POST of the event to a Pushi web subscription's URL.
+    Web,
+    Smtp,
+    Apn,
+    WebPush,
+    /// A Pusher-style app webhook batch (`{time_ms, events}`, signed).
+    PusherWebhook,
+}
+
+impl DeliveryKind {
+    pub const ALL: [DeliveryKind; 5] = [
+        Self::Web,
+        Self::Smtp,
+        Self::Apn,
+        Self::WebPush,
+        Self::PusherWebhook,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Smtp => "smtp",
+            Self::Apn => "apn",
+            Self::WebPush => "web_push",
+            Self::PusherWebhook => "pusher_webhook",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl From<TargetKind> for DeliveryKind {
+    fn from(kind: TargetKind) -> Self {
+        match kind {
+            TargetKind::Web => Self::Web,
+            TargetKind::Smtp => Self::Smtp,
+            TargetKind::Apn => Self::Apn,
+            TargetKind::WebPush => Self::WebPush,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// A delivery to record in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub kind: DeliveryKind,
+    /// Who receives it (URL, email, token, endpoint): the unit of per-target concurrency.
+    pub target: String,
+    /// JSON text of everything the adapter needs to send it.
+    pub payload: String,
+}
+
+/// One row of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    /// A UUID the receiver can use to de-duplicate retried deliveries.
+    pub delivery_id: String,
+    pub app_id: String,
+    pub kind: DeliveryKind,
+    pub target: String,
+    #[serde(serialize_with = "embedded_json")]
+    pub payload: String,
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// How an attempt ended, as the outbox records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Try again at `next_attempt_ms`.
+    Retry { next_attempt_ms: i64, error: String },
+    /// Given up; the reason is kept.
+    Failed { error: String },
+}
+
+/// Outbox totals by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryCounts {
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+}

@@ -6,6 +6,7 @@
 //! [`Store`] implementation here only routes to them.
 
 mod apps;
+mod deliveries;
 mod events;
 mod sessions;
 mod subscriptions;
@@ -17,8 +18,8 @@ use sqlx::any::AnyPoolOptions;
 
 use super::migrations::{self, Backend};
 use super::{
-    EventRecord, NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind,
-    TargetRecord,
+    DeliveryCounts, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord, NewDelivery,
+    NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind, TargetRecord,
 };
 use crate::apps::App;
 
@@ -308,5 +309,44 @@ impl Store for SqlStore {
         channels: &[String],
     ) -> Result<Vec<TargetRecord>, StoreError> {
         targets::for_channels(&self.pool, app_id, channels).await
+    }
+
+    async fn all_targets(&self, app_id: &str) -> Result<Vec<TargetRecord>, StoreError> {
+        targets::all(&self.pool, app_id).await
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        app_id: &str,
+        new: &[NewDelivery],
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        deliveries::enqueue(&self.pool, app_id, new).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        deliveries::claim(&self.pool, self.backend, node, now_ms, lease_ms, limit).await
+    }
+
+    async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
+        deliveries::finish(&self.pool, id, outcome).await
+    }
+
+    async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
+        deliveries::counts(&self.pool).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        app_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        deliveries::list(&self.pool, app_id, status, limit).await
     }
 }

@@ -158,3 +158,12 @@ pub(super) async fn for_channels(
     found.sort_by_key(|t| t.id);
     Ok(found)
 }
+
+pub(super) async fn all(pool: &AnyPool, app_id: &str) -> Result<Vec<TargetRecord>, StoreError> {
+    let sql = format!("SELECT {TARGET_COLUMNS} FROM targets WHERE app_id = $1 ORDER BY id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(app_id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(target_from_row).collect()
+}
