@@ -36,6 +36,76 @@ pub struct AppSettings {
     /// Accept Pushi's older channel signature, which does not cover `channel_data`.
     /// Only for apps migrating from Pushi.
     pub legacy_auth: bool,
+    /// Pusher-style app webhooks (channel and member events, client events, cache misses).
+    pub webhooks: Vec<WebhookConfig>,
+    /// Offline delivery credentials (Web Push, e-mail, Apple push).
+    #[serde(flatten)]
+    pub delivery: DeliverySettings,
+}
+
+/// One Pusher-style webhook endpoint of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Which events to send (`channel_occupied`, `channel_vacated`, `member_added`,
+    /// `member_removed`, `client_event`, `cache_miss`); empty means all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+/// Per-app credentials for offline delivery. Everything here but the flags is secret and is
+/// never shown by the HTTP API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct DeliverySettings {
+    /// VAPID private key: PEM, or the raw 32-byte P-256 scalar in base64url.
+    pub vapid_key: Option<String>,
+    /// VAPID contact (`mailto:` is added if missing).
+    pub vapid_email: Option<String>,
+    /// SMTP server for this app: `smtp[s]://user:password@host:port?sender=addr`.
+    pub smtp_url: Option<String>,
+    /// APNs token auth: the `.p8` key (PEM), its key id, the team id and the topic (bundle id).
+    pub apn_auth_key: Option<String>,
+    pub apn_key_id: Option<String>,
+    pub apn_team_id: Option<String>,
+    pub apn_topic: Option<String>,
+    /// APNs certificate auth: client certificate and its key (PEM).
+    pub apn_cer: Option<String>,
+    pub apn_key: Option<String>,
+    /// Use Apple's sandbox endpoint.
+    pub apn_sandbox: bool,
+    /// Override the APNs base URL (for tests and proxies).
+    pub apn_url: Option<String>,
+}
+
+impl AppSettings {
+    /// The settings as the HTTP API may show them: delivery secrets reduced to whether they
+    /// are set.
+    pub fn public_view(&self) -> serde_json::Value {
+        let d = &self.delivery;
+        serde_json::json!({
+            "client_events": self.client_events,
+            "max_connections": self.max_connections,
+            "max_payload_bytes": self.max_payload_bytes,
+            "max_presence_members": self.max_presence_members,
+            "max_presence_user_info_bytes": self.max_presence_user_info_bytes,
+            "max_presence_user_id_len": self.max_presence_user_id_len,
+            "client_event_rate": self.client_event_rate,
+            "legacy_auth": self.legacy_auth,
+            "webhooks": self.webhooks,
+            "vapid_key": d.vapid_key.is_some(),
+            "vapid_email": d.vapid_email,
+            "smtp_url": d.smtp_url.is_some(),
+            "apn_auth_key": d.apn_auth_key.is_some(),
+            "apn_key_id": d.apn_key_id,
+            "apn_team_id": d.apn_team_id,
+            "apn_topic": d.apn_topic,
+            "apn_cer": d.apn_cer.is_some(),
+            "apn_key": d.apn_key.is_some(),
+            "apn_sandbox": d.apn_sandbox,
+            "apn_url": d.apn_url,
+        })
+    }
 }
 
 impl Default for AppSettings {
@@ -49,6 +119,8 @@ impl Default for AppSettings {
             max_presence_user_id_len: 128,
             client_event_rate: 10,
             legacy_auth: false,
+            webhooks: Vec::new(),
+            delivery: DeliverySettings::default(),
         }
     }
 }

@@ -56,9 +56,9 @@ pub struct FileConfig {
     pub apps: Vec<StaticAppConfig>,
 }
 
-/// An app declared in configuration.
+/// An app declared in configuration. (Not `deny_unknown_fields`: serde cannot combine it with
+/// the flattened settings.)
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StaticAppConfig {
     pub id: String,
     pub key: String,

@@ -11,7 +11,14 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod ws;
+
+/// Selects rustls's crypto provider (ring) for every TLS client in the process: outgoing
+/// webhooks, Web Push, APNs and e-mail. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

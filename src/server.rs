@@ -51,6 +51,7 @@ impl RunningServer {
 
 /// Opens the store, makes sure there is an app to use, binds and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    crate::install_crypto_provider();
     let store: Arc<dyn Store> = Arc::new(store::open(&config.database_url).await?);
     let apps = AppRegistry::new(store, config.static_apps.clone());
     let hub = Arc::new(Hub::new(apps, config.hub.clone()));

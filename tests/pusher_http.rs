@@ -307,3 +307,33 @@ async fn health_and_metrics() {
     assert_eq!(status, 200);
     assert!(body.as_str().unwrap().contains("pushi_connections"));
 }
+
+#[tokio::test]
+async fn terminate_without_the_apps_prefix_as_the_pypi_sdk_sends_it() {
+    let server = TestServer::start().await;
+    let mut client = server.connect().await;
+    client.signin(&server, &json!({"id": "py-user"})).await;
+    let (status, body) = server
+        .api(
+            "POST",
+            "/users/py-user/terminate_connections",
+            &[],
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(client.expect_close().await, Some(4009));
+    // A wrong key is refused, not routed to another app.
+    let mut ghost = server.app.clone();
+    ghost.key = "unknown".into();
+    let (status, _) = server
+        .api_as(
+            &ghost,
+            "POST",
+            "/users/py-user/terminate_connections",
+            &[],
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 401);
+}

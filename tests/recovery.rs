@@ -29,6 +29,7 @@ fn free_port() -> u16 {
 }
 
 async fn spawn(db: &str, port: u16) -> Process {
+    pushi::install_crypto_provider();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pushi"))
         .args(["serve", "--port", &port.to_string(), "--database-url", db])
         .env("PUSHI_APP_ID", "1")

@@ -278,7 +278,8 @@ async fn migrations_run_once(db: &TestDb) {
         .fetch_one(second.pool())
         .await
         .unwrap();
-    assert_eq!(versions, 5);
+    let files = std::fs::read_dir("migrations/sqlite").unwrap().count() as i64;
+    assert_eq!(versions, files, "every migration applied exactly once");
     assert_eq!(second.app_by_id(&app.id).await.unwrap(), Some(app));
     first.close().await;
     second.close().await;
@@ -961,43 +962,92 @@ fn target_kinds_round_trip_through_their_names() {
 
 async fn outbox_claims_once_and_records_outcomes(store: &dyn Store) {
     let queued = store
-        .enqueue_deliveries("1", &[delivery("http://a"), delivery("http://b"), delivery("http://c")])
+        .enqueue_deliveries(
+            "1",
+            &[
+                delivery("http://a"),
+                delivery("http://b"),
+                delivery("http://c"),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(queued.len(), 3);
-    assert!(queued.iter().all(|d| d.status == DeliveryStatus::Pending && d.attempts == 0));
+    assert!(
+        queued
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Pending && d.attempts == 0)
+    );
     let ids: HashSet<&str> = queued.iter().map(|d| d.delivery_id.as_str()).collect();
     assert_eq!(ids.len(), 3, "delivery ids are unique");
 
     let now = millis();
-    let claimed = store.claim_deliveries("node-a", now, 60_000, 10).await.unwrap();
+    let claimed = store
+        .claim_deliveries("node-a", now, 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 3);
     // Claimed rows are not handed out again while the lease runs.
-    assert!(store.claim_deliveries("node-b", now, 60_000, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_deliveries("node-b", now, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    store.finish_delivery(claimed[0].id, &DeliveryOutcome::Delivered).await.unwrap();
+    store
+        .finish_delivery(claimed[0].id, &DeliveryOutcome::Delivered)
+        .await
+        .unwrap();
     store
         .finish_delivery(
             claimed[1].id,
-            &DeliveryOutcome::Retry { next_attempt_ms: now + 3_600_000, error: "503".into() },
+            &DeliveryOutcome::Retry {
+                next_attempt_ms: now + 3_600_000,
+                error: "503".into(),
+            },
         )
         .await
         .unwrap();
     store
-        .finish_delivery(claimed[2].id, &DeliveryOutcome::Failed { error: "gave up".into() })
+        .finish_delivery(
+            claimed[2].id,
+            &DeliveryOutcome::Failed {
+                error: "gave up".into(),
+            },
+        )
         .await
         .unwrap();
     let counts = store.delivery_counts().await.unwrap();
     assert_eq!((counts.pending, counts.delivered, counts.failed), (1, 1, 1));
     // The retry is not due yet; once due it is claimable again, with its attempt counted.
-    assert!(store.claim_deliveries("node-b", now, 60_000, 10).await.unwrap().is_empty());
-    let later = store.claim_deliveries("node-b", now + 3_600_001, 60_000, 10).await.unwrap();
+    assert!(
+        store
+            .claim_deliveries("node-b", now, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = store
+        .claim_deliveries("node-b", now + 3_600_001, 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(later.len(), 1);
     assert_eq!(later[0].attempts, 1);
     assert_eq!(later[0].last_error.as_deref(), Some("503"));
-    let failed = store.list_deliveries("1", Some(DeliveryStatus::Failed), 10).await.unwrap();
+    let failed = store
+        .list_deliveries("1", Some(DeliveryStatus::Failed), 10)
+        .await
+        .unwrap();
     assert_eq!(failed[0].last_error.as_deref(), Some("gave up"));
-    assert!(store.list_deliveries("2", None, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_deliveries("2", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn outbox_leases_expire_and_concurrent_claims_split(store: &dyn Store) {
@@ -1017,6 +1067,9 @@ async fn outbox_leases_expire_and_concurrent_claims_split(store: &dyn Store) {
     }
     assert_eq!(seen.len(), 40);
     // A dead node's claims come back once its lease ends.
-    let again = store.claim_deliveries("node-x", now + 1_001, 1_000, 100).await.unwrap();
+    let again = store
+        .claim_deliveries("node-x", now + 1_001, 1_000, 100)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 40);
 }

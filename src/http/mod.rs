@@ -1,8 +1,8 @@
 //! The HTTP side: routers composed into one, served on every listener.
 //!
-//! Each API is a small router of its own (`pusher_api`, `health`); this module merges them,
-//! sends WebSocket upgrades on any other path to [`crate::ws`], and answers everything else
-//! with a JSON 404.
+//! Each API is a small router of its own (`pusher_api`, `pushi_api`, `health`); this module
+//! merges them, sends WebSocket upgrades on any path to [`crate::ws`] first, and answers
+//! everything unrouted with a JSON 404.
 
 pub mod error;
 pub mod health;
@@ -34,27 +34,31 @@ pub fn router(ctx: ServerContext) -> Router {
         .merge(pusher_api::router())
         .merge(pushi_api::router())
         .merge(health::router())
-        .fallback(fallback)
+        .fallback(not_found)
         .layer(axum::middleware::from_fn(error::log_rejections))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            websocket_upgrades,
+        ))
         // pushi.js logs in with cookies from other origins: mirror the origin, allow credentials.
         .layer(tower_http::cors::CorsLayer::very_permissive())
         .with_state(ctx)
 }
 
-/// WebSocket upgrades on any path (the path picks the app and dialect); JSON 404 otherwise.
-async fn fallback(State(ctx): State<ServerContext>, request: Request) -> Response {
+/// WebSocket upgrades go to [`crate::ws`] whatever their path (the path picks the app and
+/// the dialect), before any HTTP route can claim them.
+async fn websocket_upgrades(
+    State(ctx): State<ServerContext>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
     let is_upgrade = request
         .headers()
         .get(axum::http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        return ApiError::not_found(format!(
-            "no route for {} {}",
-            request.method(),
-            request.uri().path()
-        ))
-        .into_response();
+        return next.run(request).await;
     }
     let uri = request.uri().clone();
     let (mut parts, _body) = request.into_parts();
@@ -64,4 +68,13 @@ async fn fallback(State(ctx): State<ServerContext>, request: Request) -> Respons
             ApiError::bad_request(format!("bad WebSocket upgrade: {rejection}")).into_response()
         }
     }
+}
+
+async fn not_found(request: Request) -> Response {
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response()
 }

@@ -27,6 +27,10 @@ pub fn router() -> Router<ServerContext> {
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(terminate),
         )
+        .route(
+            "/users/{user_id}/terminate_connections",
+            post(terminate_by_key),
+        )
 }
 
 /// One event as the trigger and batch bodies carry it.
@@ -301,7 +305,16 @@ async fn terminate(
     Path((_app_id, user_id)): Path<(String, String)>,
     signed: Signed,
 ) -> ApiResult<Json<Value>> {
-    let closed = signed.state.terminate_user(&user_id);
+    terminate_user(&user_id, signed)
+}
+
+/// The same, at the path the PyPI SDK uses (no `/apps/{id}` prefix; `auth_key` names the app).
+async fn terminate_by_key(Path(user_id): Path<String>, signed: Signed) -> ApiResult<Json<Value>> {
+    terminate_user(&user_id, signed)
+}
+
+fn terminate_user(user_id: &str, signed: Signed) -> ApiResult<Json<Value>> {
+    let closed = signed.state.terminate_user(user_id);
     tracing::info!(app_id = %signed.app.id, user_id, closed, "terminated user connections");
     Ok(Json(json!({})))
 }

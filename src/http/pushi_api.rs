@@ -218,7 +218,7 @@ fn app_json(app: &App, with_secret: bool) -> Value {
         "key": app.key,
         "instance": app.ident,
         "app_id": app.id,
-        "settings": app.settings,
+        "settings": app.settings.public_view(),
     });
     if with_secret {
         out["secret"] = Value::from(app.secret.clone());

@@ -47,19 +47,38 @@ impl FromRequest<ServerContext> for Signed {
         let path_params = RawPathParams::from_request_parts(&mut parts, ctx)
             .await
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let params: Vec<(String, String)> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
         let app_id = path_params
             .iter()
             .find(|(k, _)| *k == "app_id")
-            .map(|(_, v)| v.to_owned())
-            .ok_or_else(|| ApiError::not_found("no app id in the path"))?;
-        let app = ctx
-            .hub
-            .apps
-            .by_id(&app_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no app with id {app_id:?}")))?;
+            .map(|(_, v)| v.to_owned());
+        let app = match app_id {
+            Some(app_id) => ctx
+                .hub
+                .apps
+                .by_id(&app_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no app with id {app_id:?}")))?,
+            // The PyPI SDK's terminate_user_connections leaves `/apps/{id}` out of the path:
+            // the key names the app.
+            None => {
+                let key = params
+                    .iter()
+                    .find(|(k, _)| k == "auth_key")
+                    .map(|(_, v)| v.as_str())
+                    .ok_or_else(|| ApiError::unauthorized("missing auth_key"))?;
+                ctx.hub
+                    .apps
+                    .by_key(key)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized(format!("no app with key {key:?}")))?
+            }
+        };
         if !app.enabled {
-            return Err(ApiError::forbidden(format!("app {app_id} is disabled")));
+            return Err(ApiError::forbidden(format!("app {} is disabled", app.id)));
         }
         let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
@@ -68,10 +87,6 @@ impl FromRequest<ServerContext> for Signed {
                     "request body is larger than {MAX_BODY_BYTES} bytes"
                 ))
             })?;
-        let params: Vec<(String, String)> =
-            form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-                .into_owned()
-                .collect();
         verify(
             &app,
             parts.method.as_str(),

@@ -183,8 +183,7 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Records the outcome of an attempt and releases the claim.
-    async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome)
-    -> Result<(), StoreError>;
+    async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
     async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError>;
     /// An app's deliveries, newest first, optionally of one status.
     async fn list_deliveries(

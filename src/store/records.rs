@@ -244,9 +244,14 @@ pub struct DeliveryRecord {
 pub enum DeliveryOutcome {
     Delivered,
     /// Try again at `next_attempt_ms`.
-    Retry { next_attempt_ms: i64, error: String },
+    Retry {
+        next_attempt_ms: i64,
+        error: String,
+    },
     /// Given up; the reason is kept.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// Outbox totals by status.

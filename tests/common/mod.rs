@@ -40,6 +40,7 @@ pub fn test_app(id: &str) -> App {
 
 /// A config on an ephemeral port with an in-memory store and app "1".
 pub fn test_config() -> Config {
+    pushi::install_crypto_provider();
     let mut config = Config::load(&Flags::default(), &|_| None).expect("default config");
     config.http_port = 0;
     config.ws_port = 0;

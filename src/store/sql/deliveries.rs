@@ -115,7 +115,11 @@ pub(super) async fn finish(
         DeliveryOutcome::Retry {
             next_attempt_ms,
             error,
-        } => (DeliveryStatus::Pending, *next_attempt_ms, Some(error.as_str())),
+        } => (
+            DeliveryStatus::Pending,
+            *next_attempt_ms,
+            Some(error.as_str()),
+        ),
         DeliveryOutcome::Failed { error } => (DeliveryStatus::Failed, now, Some(error.as_str())),
     };
     sqlx::query(
@@ -145,7 +149,11 @@ pub(super) async fn counts(pool: &AnyPool) -> Result<DeliveryCounts, StoreError>
             Some(DeliveryStatus::Pending) => counts.pending = n,
             Some(DeliveryStatus::Delivered) => counts.delivered = n,
             Some(DeliveryStatus::Failed) => counts.failed = n,
-            None => return Err(StoreError::Corrupt(format!("unknown delivery status {status:?}"))),
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown delivery status {status:?}"
+                )));
+            }
         }
     }
     Ok(counts)

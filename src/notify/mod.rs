@@ -1,0 +1,132 @@
+//! Reaching users who are offline: webhooks, Web Push, e-mail and Apple push, through a
+//! durable outbox.
+//!
+//! A publish finds the delivery targets subscribed to its channels ([`matching`]), records one
+//! delivery per target in the store's outbox *before* it is attempted, and returns. The
+//! [`worker`] claims due deliveries, hands each to the [`Adapter`] of its kind, and records
+//! the outcome: delivered, retry later (exponential backoff with jitter), or given up with the
+//! reason. A restart resumes pending deliveries, so delivery is at-least-once; receivers
+//! de-duplicate with the delivery id.
+//!
+//! Pusher-style app webhooks ([`pusher_webhooks`]) use the same outbox.
+
+pub mod apns;
+pub mod email;
+pub mod matching;
+pub mod payload;
+pub mod pusher_webhooks;
+pub mod web_push;
+pub mod webhook;
+pub mod worker;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::apps::App;
+use crate::store::DeliveryRecord;
+
+/// Tunables of offline delivery, the same for every app.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Pushi's `PUSHI_HANDLERS`: when false, events reach sockets only.
+    pub enabled: bool,
+    /// Attempts before a delivery is given up.
+    pub max_attempts: u32,
+    /// First retry delay; doubles with each attempt (with jitter) up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Bound on each attempt (connect, send and answer).
+    pub request_timeout: Duration,
+    /// Attempts in flight at once, in all.
+    pub concurrency: usize,
+    /// Attempts in flight at once to one target, so a slow target cannot take every slot.
+    pub per_target_concurrency: usize,
+    /// This node's name in outbox claims.
+    pub node_id: String,
+    /// Global SMTP server (`SMTP_URL`), used when an app has none.
+    pub smtp_url: Option<String>,
+    /// Seconds a push service keeps an undelivered Web Push message (`WEB_PUSH_TTL`).
+    pub web_push_ttl: u64,
+    /// APNs base URL override for every app (`PUSHI_APNS_URL`), for tests and proxies.
+    pub apns_url: Option<String>,
+    /// How long `channel_vacated` and `member_removed` webhooks wait, to absorb reconnects.
+    pub webhook_hold: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_attempts: 12,
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(10),
+            concurrency: 64,
+            per_target_concurrency: 2,
+            node_id: format!("node-{}", uuid::Uuid::new_v4()),
+            smtp_url: None,
+            web_push_ttl: 86_400,
+            apns_url: None,
+            webhook_hold: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why an attempt did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth trying again later (network error, timeout, 5xx, 429).
+    #[error("{0}")]
+    Retry(String),
+    /// Will never work as it stands (bad payload, missing credentials, 4xx).
+    #[error("{0}")]
+    Permanent(String),
+    /// The receiver says the target no longer exists (Web Push 404/410, APNs 410 or
+    /// BadDeviceToken): give up and remove the target's subscriptions.
+    #[error("{0}")]
+    Gone(String),
+}
+
+/// Sends one kind of delivery. `delivery.payload` is the JSON the matching [`payload`] type
+/// serialised when the delivery was recorded; `app` is the app it belongs to, for its
+/// credentials. Implementations must not retry themselves: the worker does, durably.
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    async fn deliver(&self, app: &App, delivery: &DeliveryRecord) -> Result<(), DeliveryError>;
+}
+
+/// A shared HTTP client for adapters: connection reuse, rustls, HTTP/1.1 and HTTP/2.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("pushi/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Maps an HTTP status to an outcome the way most push receivers mean it.
+pub fn classify_status(status: reqwest::StatusCode, body: &str) -> Result<(), DeliveryError> {
+    let detail = || {
+        let mut text = body.trim().to_owned();
+        text.truncate(200);
+        format!("HTTP {status}: {text}")
+    };
+    if status.is_success() {
+        Ok(())
+    } else if status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+    {
+        Err(DeliveryError::Retry(detail()))
+    } else {
+        Err(DeliveryError::Permanent(detail()))
+    }
+}
+
+/// A request error as an outcome: everything at the transport level is worth a retry.
+pub fn transport_error(e: reqwest::Error) -> DeliveryError {
+    DeliveryError::Retry(format!("request failed: {e}"))
+}
