@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::apps::{App, AppSettings, now_unix};
 use crate::hub::HubConfig;
+use crate::notify::NotifyConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://pushi.db";
 pub const DEFAULT_CONFIG_FILE: &str = "pushi.toml";
@@ -37,6 +38,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Let anyone `POST /apps`, as the original Pushi did.
     pub open_apps: bool,
+    /// Offline delivery (webhooks, Web Push, e-mail, APNs).
+    pub notify: NotifyConfig,
 }
 
 /// The TOML file's shape; every key optional.
@@ -313,20 +316,14 @@ impl Config {
         let admin_token = env("PUSHI_ADMIN_TOKEN")
             .or(file.admin_token)
             .filter(|t| !t.is_empty());
-        let open_apps = match env("PUSHI_OPEN_APPS").as_deref() {
-            Some("1" | "true" | "True" | "yes") => true,
-            Some("0" | "false" | "False" | "no") => false,
-            Some(other) => {
-                return Err(ConfigError::Env {
-                    name: "PUSHI_OPEN_APPS",
-                    value: other.into(),
-                    reason: "use 1 or 0".into(),
-                });
-            }
-            None => file.open_apps.unwrap_or(false),
-        };
+        let open_apps = env_bool(env, "PUSHI_OPEN_APPS")?
+            .or(file.open_apps)
+            .unwrap_or(false);
+
+        let notify = notify_config(env)?;
 
         Ok(Self {
+            notify,
             admin_token,
             open_apps,
             http_host,
@@ -339,6 +336,74 @@ impl Config {
             log_format,
         })
     }
+}
+
+/// Reads a boolean the way Pushi's environment does: 1/0, true/false, yes/no.
+fn env_bool(env: EnvSource<'_>, name: &'static str) -> Result<Option<bool>, ConfigError> {
+    match env(name).as_deref() {
+        None => Ok(None),
+        Some("1" | "true" | "True" | "yes") => Ok(Some(true)),
+        Some("0" | "false" | "False" | "no") => Ok(Some(false)),
+        Some(other) => Err(ConfigError::Env {
+            name,
+            value: other.into(),
+            reason: "use 1 or 0".into(),
+        }),
+    }
+}
+
+/// Offline delivery settings: `PUSHI_HANDLERS`, `SMTP_URL` (or Pushi's separate `SMTP_*`
+/// variables), `WEB_PUSH_TTL`, `PUSHI_APNS_URL`, and the retry policy.
+fn notify_config(env: EnvSource<'_>) -> Result<NotifyConfig, ConfigError> {
+    let mut notify = NotifyConfig::default();
+    if let Some(enabled) = env_bool(env, "PUSHI_HANDLERS")? {
+        notify.enabled = enabled;
+    }
+    notify.smtp_url = env("SMTP_URL").or_else(|| smtp_url_from_parts(env));
+    if let Some(ttl) = env_parse::<u64>(env, "WEB_PUSH_TTL")? {
+        notify.web_push_ttl = ttl.max(1);
+    }
+    notify.apns_url = env("PUSHI_APNS_URL");
+    if let Some(n) = env_parse::<u32>(env, "PUSHI_DELIVERY_MAX_ATTEMPTS")? {
+        notify.max_attempts = n.max(1);
+    }
+    if let Some(secs) = env_parse::<u64>(env, "PUSHI_DELIVERY_TIMEOUT")? {
+        notify.request_timeout = Duration::from_secs(secs.max(1));
+    }
+    if let Some(ms) = env_parse::<u64>(env, "PUSHI_DELIVERY_BACKOFF_MS")? {
+        notify.base_backoff = Duration::from_millis(ms.max(1));
+    }
+    if let Some(secs) = env_parse::<u64>(env, "PUSHI_WEBHOOK_HOLD")? {
+        notify.webhook_hold = Duration::from_secs(secs);
+    }
+    Ok(notify)
+}
+
+/// Pushi's `SMTP_HOST`/`SMTP_PORT`/`SMTP_USER`/`SMTP_PASSWORD`/`SMTP_STARTTLS`/`SMTP_SENDER`
+/// as one SMTP URL.
+fn smtp_url_from_parts(env: EnvSource<'_>) -> Option<String> {
+    let host = env("SMTP_HOST")?;
+    let encode = |s: String| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let starttls = matches!(env("SMTP_STARTTLS").as_deref(), Some("1" | "true" | "True"));
+    let mut url = format!("{}://", if starttls { "smtp+tls" } else { "smtp" });
+    if let Some(user) = env("SMTP_USER") {
+        url.push_str(&encode(user));
+        if let Some(password) = env("SMTP_PASSWORD") {
+            url.push(':');
+            url.push_str(&encode(password));
+        }
+        url.push('@');
+    }
+    url.push_str(&host);
+    if let Some(port) = env("SMTP_PORT") {
+        url.push(':');
+        url.push_str(&port);
+    }
+    if let Some(sender) = env("SMTP_SENDER") {
+        url.push_str("?sender=");
+        url.push_str(&encode(sender));
+    }
+    Some(url)
 }
 
 #[cfg(test)]

@@ -53,8 +53,15 @@ impl RunningServer {
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::install_crypto_provider();
     let store: Arc<dyn Store> = Arc::new(store::open(&config.database_url).await?);
-    let apps = AppRegistry::new(store, config.static_apps.clone());
-    let hub = Arc::new(Hub::new(apps, config.hub.clone()));
+    let apps = Arc::new(AppRegistry::new(store, config.static_apps.clone()));
+    let (stop, stopped) = watch::channel(false);
+    let delivery = crate::notify::start(apps.clone(), config.notify.clone(), stopped.clone());
+    let hub = Arc::new(Hub::new(
+        apps,
+        config.hub.clone(),
+        Some(delivery.notifier.clone()),
+        Some(delivery.hooks.clone()),
+    ));
     let http_listener = bind(&config.http_host, config.http_port).await?;
     let http_addr = http_listener.local_addr()?;
     let same_listener = config.ws_host == config.http_host && config.ws_port == config.http_port;
@@ -78,8 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         },
     };
     let router = http::router(ctx);
-    let (stop, stopped) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut tasks = delivery.tasks;
     for listener in std::iter::once(http_listener).chain(ws_listener) {
         let router = router.clone();
         let mut stopped = stopped.clone();

@@ -27,6 +27,8 @@ use crate::apps::{App, AppRegistry};
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::pushi::{self, Stamp};
 use crate::protocol::{self, ChannelKind, ChannelName, Dialect, codes};
+use crate::notify::matching::Notifier;
+use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::store::{NewEvent, StoreError};
 use channel::{Channel, DialectFrames, PresenceJoin, Subscriber};
 pub use socket::{SocketHandle, SocketId, SocketReceiver};
@@ -56,10 +58,14 @@ impl Default for HubConfig {
 }
 
 pub struct Hub {
-    pub apps: AppRegistry,
+    pub apps: Arc<AppRegistry>,
     pub config: HubConfig,
     states: DashMap<String, Arc<AppState>>,
     live_sockets: AtomicUsize,
+    /// Offline delivery: targets of a publish are recorded in the outbox through it.
+    pub notifier: Option<Arc<Notifier>>,
+    /// Where app webhook events go.
+    hooks: Option<HookSender>,
 }
 
 /// Why a connection was refused after the app was found.
@@ -163,12 +169,19 @@ pub struct ChannelStats {
 }
 
 impl Hub {
-    pub fn new(apps: AppRegistry, config: HubConfig) -> Self {
+    pub fn new(
+        apps: Arc<AppRegistry>,
+        config: HubConfig,
+        notifier: Option<Arc<Notifier>>,
+        hooks: Option<HookSender>,
+    ) -> Self {
         Self {
             apps,
             config,
             states: DashMap::new(),
             live_sockets: AtomicUsize::new(0),
+            notifier,
+            hooks,
         }
     }
 
@@ -183,7 +196,7 @@ impl Hub {
         }
         self.states
             .entry(app.id.clone())
-            .or_insert_with(|| Arc::new(AppState::new(app.clone())))
+            .or_insert_with(|| Arc::new(AppState::new(app.clone(), self.hooks.clone())))
             .clone()
     }
 
@@ -247,6 +260,7 @@ impl Hub {
         } else {
             None
         };
+        self.record_deliveries(state, publish, stamps.as_deref()).await?;
         let sent = state.fan_out(publish, stamps.as_deref(), self.config.cache_ttl);
         metrics::counter!(crate::metrics::EVENTS_PUBLISHED)
             .increment(publish.channels.len() as u64);
@@ -326,6 +340,51 @@ impl Hub {
         Ok(stamps)
     }
 
+    /// Records the offline deliveries a publish causes, before anyone sees the event, so a
+    /// publish that was acknowledged cannot lose them. Apps without targets pay one cached
+    /// lookup.
+    async fn record_deliveries(
+        &self,
+        state: &AppState,
+        publish: &Publish<'_>,
+        stamps: Option<&[Stamp]>,
+    ) -> Result<(), PublishError> {
+        let Some(notifier) = &self.notifier else {
+            return Ok(());
+        };
+        let app = state.app();
+        if !notifier.has_targets(&app.id).await? {
+            return Ok(());
+        }
+        let data = pushi::data_string(publish.data);
+        let extra: &Map<String, Value> = match publish.extra {
+            Some(extra) => extra,
+            None => no_extra(),
+        };
+        let messages: Vec<(String, Map<String, Value>)> = publish
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, channel)| {
+                let message = pushi::Message {
+                    channel: channel.as_str(),
+                    event: publish.event,
+                    data: &data,
+                    extra,
+                    stamp: stamps.and_then(|s| s.get(i)),
+                };
+                let map = match serde_json::to_value(&message) {
+                    Ok(Value::Object(map)) => map,
+                    _ => Map::new(),
+                };
+                (channel.to_string(), map)
+            })
+            .collect();
+        let deliveries = notifier.deliveries_for(&app.id, &messages).await?;
+        notifier.enqueue(&app.id, &deliveries).await?;
+        Ok(())
+    }
+
     /// Asks every socket of every app to close with `code` (graceful shutdown uses 4200).
     pub fn close_all(&self, code: u16) {
         for state in self.states.iter() {
@@ -393,11 +452,13 @@ pub struct AppState {
     watchers: DashMap<Arc<str>, Vec<SocketHandle>>,
     cache: DashMap<Arc<str>, CachedEvent>,
     connections: AtomicUsize,
+    hooks: Option<HookSender>,
 }
 
 impl AppState {
-    fn new(app: Arc<App>) -> Self {
+    fn new(app: Arc<App>, hooks: Option<HookSender>) -> Self {
         Self {
+            hooks,
             app: RwLock::new(app),
             sockets: DashMap::new(),
             channels: DashMap::new(),
@@ -410,6 +471,16 @@ impl AppState {
 
     pub fn app(&self) -> Arc<App> {
         self.app.read().clone()
+    }
+
+    /// Reports an event to the app's webhooks, if it has any. Never blocks.
+    pub fn report(&self, event: impl FnOnce() -> HookEvent) {
+        if let Some(hooks) = &self.hooks {
+            let app = self.app.read();
+            if !app.settings.webhooks.is_empty() {
+                let _ = hooks.send((app.id.clone(), event()));
+            }
+        }
     }
 
     /// Joins `handle` to `channel` and queues the reply `reply` builds from the channel —
@@ -446,6 +517,11 @@ impl AppState {
                 });
             }
         }
+        if ch.subscribers.is_empty() {
+            self.report(|| HookEvent::ChannelOccupied {
+                channel: channel.to_string(),
+            });
+        }
         ch.subscribers.insert(
             handle.id(),
             Subscriber {
@@ -466,6 +542,10 @@ impl AppState {
                 &join.channel_data,
                 Some(handle.id()),
             );
+            self.report(|| HookEvent::MemberAdded {
+                channel: channel.to_string(),
+                user_id: join.user_id.to_string(),
+            });
         }
         if let Some(frame) = reply(ch) {
             handle.send(frame);
@@ -494,9 +574,16 @@ impl AppState {
                 &member.channel_data,
                 None,
             );
+            self.report(|| HookEvent::MemberRemoved {
+                channel: channel.to_string(),
+                user_id: user_id.to_string(),
+            });
         }
         if ch.subscribers.is_empty() {
             entry.remove();
+            self.report(|| HookEvent::ChannelVacated {
+                channel: channel.to_string(),
+            });
         }
         true
     }

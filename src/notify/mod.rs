@@ -19,12 +19,18 @@ pub mod web_push;
 pub mod webhook;
 pub mod worker;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
-use crate::apps::App;
-use crate::store::DeliveryRecord;
+use crate::apps::{App, AppRegistry};
+use crate::store::{DeliveryKind, DeliveryRecord};
+use matching::Notifier;
+use pusher_webhooks::HookSender;
 
 /// Tunables of offline delivery, the same for every app.
 #[derive(Debug, Clone)]
@@ -70,6 +76,42 @@ impl Default for NotifyConfig {
             apns_url: None,
             webhook_hold: Duration::from_secs(3),
         }
+    }
+}
+
+/// Offline delivery, running: the notifier the hub records deliveries through, the sender
+/// app webhook events go to, and the background tasks.
+pub struct Delivery {
+    pub notifier: Arc<Notifier>,
+    pub hooks: HookSender,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the delivery worker and the webhook batcher; both stop when `stop` turns true.
+pub fn start(apps: Arc<AppRegistry>, config: NotifyConfig, stop: watch::Receiver<bool>) -> Delivery {
+    let wake = Arc::new(Notify::new());
+    let adapters: HashMap<DeliveryKind, Arc<dyn Adapter>> = HashMap::from([
+        (DeliveryKind::Web, Arc::new(webhook::WebhookAdapter::new(&config)) as Arc<dyn Adapter>),
+        (DeliveryKind::Smtp, Arc::new(email::EmailAdapter::new(&config))),
+        (DeliveryKind::Apn, Arc::new(apns::ApnsAdapter::new(&config))),
+        (DeliveryKind::WebPush, Arc::new(web_push::WebPushAdapter::new(&config))),
+        (
+            DeliveryKind::PusherWebhook,
+            Arc::new(pusher_webhooks::PusherWebhookAdapter::new(&config)),
+        ),
+    ]);
+    let notifier = Arc::new(Notifier::new(apps.clone(), config.clone(), wake.clone()));
+    let worker = Arc::new(worker::Worker::new(apps.clone(), config.clone(), adapters, wake));
+    let (hooks, events) = tokio::sync::mpsc::unbounded_channel();
+    let batcher = pusher_webhooks::Batcher::new(apps, notifier.clone(), config.webhook_hold);
+    let tasks = vec![
+        tokio::spawn(worker.run(stop.clone())),
+        tokio::spawn(batcher.run(events, stop)),
+    ];
+    Delivery {
+        notifier,
+        hooks,
+        tasks,
     }
 }
 
@@ -126,7 +168,12 @@ pub fn classify_status(status: reqwest::StatusCode, body: &str) -> Result<(), De
     }
 }
 
-/// A request error as an outcome: everything at the transport level is worth a retry.
+/// A request error as an outcome: a request that cannot be built (bad URL or header) never
+/// will be; everything at the transport level is worth a retry.
 pub fn transport_error(e: reqwest::Error) -> DeliveryError {
-    DeliveryError::Retry(format!("request failed: {e}"))
+    if e.is_builder() {
+        DeliveryError::Permanent(format!("invalid request: {e}"))
+    } else {
+        DeliveryError::Retry(format!("request failed: {e}"))
+    }
 }

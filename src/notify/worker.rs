@@ -1,1 +1,252 @@
-//! Being written.
+//! The delivery worker: claims due deliveries from the outbox and attempts them.
+//!
+//! Each claimed delivery becomes its own task, bounded twice: by a global number of attempts
+//! in flight, and by a small number per target. A delivery whose target is already busy is
+//! put back for a moment instead of waiting, so one slow target never holds slots other
+//! targets could use. Outcomes go back to the store: delivered, retry at a backed-off time,
+//! or given up with the reason. Claims are leases, so after a crash (this node's or another's)
+//! the deliveries come back on their own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use rand::RngExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+
+use super::{Adapter, DeliveryError, NotifyConfig};
+use crate::apps::AppRegistry;
+use crate::store::{DeliveryKind, DeliveryOutcome, DeliveryRecord, TargetKind};
+
+/// How often the worker looks for due deliveries when nothing woke it.
+const POLL: Duration = Duration::from_millis(500);
+/// How long a delivery waits when its target is busy.
+const BUSY_TARGET_DEFER_MS: i64 = 250;
+
+/// Metric names of offline delivery.
+pub const PENDING: &str = "pushi_deliveries_pending";
+pub const DELIVERED: &str = "pushi_deliveries_delivered_total";
+pub const FAILED: &str = "pushi_deliveries_failed_total";
+pub const RETRIES: &str = "pushi_deliveries_retries_total";
+
+pub struct Worker {
+    apps: Arc<AppRegistry>,
+    config: NotifyConfig,
+    adapters: HashMap<DeliveryKind, Arc<dyn Adapter>>,
+    wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+    busy: DashMap<String, Arc<Semaphore>>,
+}
+
+impl Worker {
+    pub fn new(
+        apps: Arc<AppRegistry>,
+        config: NotifyConfig,
+        adapters: HashMap<DeliveryKind, Arc<dyn Adapter>>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            apps,
+            config,
+            adapters,
+            wake,
+            busy: DashMap::new(),
+        }
+    }
+
+    /// The lease on a claimed delivery: long enough for one attempt and its bookkeeping.
+    fn lease_ms(&self) -> i64 {
+        (self.config.request_timeout.as_millis() as i64) * 2 + 5_000
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut counted = tokio::time::Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            self.claim_and_start().await;
+            if counted.elapsed() >= Duration::from_secs(5) {
+                counted = tokio::time::Instant::now();
+                if let Ok(counts) = self.apps.store().delivery_counts().await {
+                    metrics::gauge!(PENDING).set(counts.pending as f64);
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Claims as many due deliveries as there are free slots and starts them.
+    async fn claim_and_start(self: &Arc<Self>) {
+        loop {
+            let free = self.slots.available_permits();
+            if free == 0 {
+                return;
+            }
+            let now = crate::apps::now_millis();
+            let claimed = match self
+                .apps
+                .store()
+                .claim_deliveries(&self.config.node_id, now, self.lease_ms(), free as u32)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim deliveries");
+                    return;
+                }
+            };
+            if claimed.is_empty() {
+                return;
+            }
+            let full_batch = claimed.len() == free;
+            for delivery in claimed {
+                let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                    self.defer(&delivery).await;
+                    continue;
+                };
+                let worker = self.clone();
+                tokio::spawn(async move { worker.attempt(delivery, slot).await });
+            }
+            if !full_batch {
+                return;
+            }
+        }
+    }
+
+    /// Puts a claimed delivery back without counting an attempt.
+    async fn defer(&self, delivery: &DeliveryRecord) {
+        let next = crate::apps::now_millis() + BUSY_TARGET_DEFER_MS;
+        let outcome = DeliveryOutcome::Deferred {
+            next_attempt_ms: next,
+        };
+        if let Err(e) = self.apps.store().finish_delivery(delivery.id, &outcome).await {
+            tracing::warn!(error = %e, id = delivery.id, "cannot defer delivery");
+        }
+    }
+
+    async fn attempt(self: Arc<Self>, delivery: DeliveryRecord, _slot: OwnedSemaphorePermit) {
+        let key = format!("{}\u{1f}{}", delivery.kind.as_str(), delivery.target);
+        let target_slots = self
+            .busy
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_target_concurrency.max(1))))
+            .clone();
+        let Ok(_target_slot) = target_slots.try_acquire_owned() else {
+            return self.defer(&delivery).await;
+        };
+        let result = self.send(&delivery).await;
+        let outcome = self.outcome(&delivery, result).await;
+        if let Err(e) = self.apps.store().finish_delivery(delivery.id, &outcome).await {
+            // The lease will expire and the delivery will be attempted again: at-least-once.
+            tracing::error!(error = %e, id = delivery.id, "cannot record delivery outcome");
+        }
+        drop(_target_slot);
+        self.busy
+            .remove_if(&key, |_, s| Arc::strong_count(s) == 1 && s.available_permits() > 0);
+    }
+
+    async fn send(&self, delivery: &DeliveryRecord) -> Result<(), DeliveryError> {
+        let adapter = self.adapters.get(&delivery.kind).ok_or_else(|| {
+            DeliveryError::Permanent(format!("no adapter for {}", delivery.kind.as_str()))
+        })?;
+        let app = self
+            .apps
+            .by_id(&delivery.app_id)
+            .await
+            .map_err(|e| DeliveryError::Retry(format!("cannot load app: {e}")))?
+            .ok_or_else(|| DeliveryError::Permanent(format!("app {} no longer exists", delivery.app_id)))?;
+        match tokio::time::timeout(self.config.request_timeout, adapter.deliver(&app, delivery)).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::Retry(format!(
+                "no answer within {} s",
+                self.config.request_timeout.as_secs()
+            ))),
+        }
+    }
+
+    async fn outcome(&self, d: &DeliveryRecord, result: Result<(), DeliveryError>) -> DeliveryOutcome {
+        let span = (d.kind.as_str(), d.target.as_str(), d.delivery_id.as_str());
+        match result {
+            Ok(()) => {
+                metrics::counter!(DELIVERED, "kind" => d.kind.as_str()).increment(1);
+                tracing::debug!(kind = span.0, target = span.1, delivery_id = span.2, "delivered");
+                DeliveryOutcome::Delivered
+            }
+            Err(DeliveryError::Retry(error)) if (d.attempts as u32) + 1 < self.config.max_attempts => {
+                metrics::counter!(RETRIES, "kind" => d.kind.as_str()).increment(1);
+                let delay = backoff(&self.config, d.attempts as u32);
+                tracing::info!(kind = span.0, target = span.1, delivery_id = span.2, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+                DeliveryOutcome::Retry {
+                    next_attempt_ms: crate::apps::now_millis() + delay.as_millis() as i64,
+                    error,
+                }
+            }
+            Err(DeliveryError::Gone(error)) => {
+                self.forget_target(d).await;
+                metrics::counter!(FAILED, "kind" => d.kind.as_str()).increment(1);
+                tracing::info!(kind = span.0, target = span.1, %error, "target is gone; subscription removed");
+                DeliveryOutcome::Failed {
+                    error: format!("target gone, subscription removed: {error}"),
+                }
+            }
+            Err(DeliveryError::Retry(error) | DeliveryError::Permanent(error)) => {
+                metrics::counter!(FAILED, "kind" => d.kind.as_str()).increment(1);
+                tracing::warn!(kind = span.0, target = span.1, delivery_id = span.2, attempts = d.attempts + 1, %error, "delivery given up");
+                DeliveryOutcome::Failed { error }
+            }
+        }
+    }
+
+    /// A receiver said the target no longer exists: remove its subscriptions.
+    async fn forget_target(&self, d: &DeliveryRecord) {
+        let kind = match d.kind {
+            DeliveryKind::WebPush => TargetKind::WebPush,
+            DeliveryKind::Apn => TargetKind::Apn,
+            DeliveryKind::Web => TargetKind::Web,
+            DeliveryKind::Smtp => TargetKind::Smtp,
+            DeliveryKind::PusherWebhook => return,
+        };
+        match self.apps.store().delete_targets(&d.app_id, kind, &d.target, None).await {
+            Ok(_) => self.wake.notify_one(),
+            Err(e) => tracing::warn!(error = %e, "cannot remove gone target"),
+        }
+    }
+}
+
+/// `base × 2^attempts`, capped, then scaled by a random factor in [0.5, 1.0] (jitter) so
+/// many failed deliveries do not all come back at the same instant.
+pub fn backoff(config: &NotifyConfig, attempts: u32) -> Duration {
+    let exp = config
+        .base_backoff
+        .saturating_mul(2u32.saturating_pow(attempts.min(30)));
+    let capped = exp.min(config.max_backoff);
+    let factor: f64 = rand::rng().random_range(0.5..=1.0);
+    capped.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let config = NotifyConfig {
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            ..NotifyConfig::default()
+        };
+        for attempts in 0..20 {
+            let d = backoff(&config, attempts);
+            let full = Duration::from_secs(1u64 << attempts.min(6)).min(Duration::from_secs(60));
+            assert!(d <= full && d >= full / 2, "{attempts}: {d:?}");
+        }
+    }
+}

@@ -252,6 +252,11 @@ pub enum DeliveryOutcome {
     Failed {
         error: String,
     },
+    /// Not attempted (its target was busy): back in the queue at `next_attempt_ms`, without
+    /// counting an attempt.
+    Deferred {
+        next_attempt_ms: i64,
+    },
 }
 
 /// Outbox totals by status.

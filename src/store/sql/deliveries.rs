@@ -16,12 +16,7 @@ use crate::store::{
 const COLUMNS: &str = "id, delivery_id, app_id, kind, target, payload, status, attempts, \
                        next_attempt_ms, last_error, created_ms, updated_ms";
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::apps::now_millis as now_ms;
 
 fn from_row(row: &AnyRow) -> Result<DeliveryRecord, StoreError> {
     let kind: String = row.try_get("kind")?;
@@ -110,6 +105,18 @@ pub(super) async fn finish(
     outcome: &DeliveryOutcome,
 ) -> Result<(), StoreError> {
     let now = now_ms();
+    if let DeliveryOutcome::Deferred { next_attempt_ms } = outcome {
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_ms = $1, claimed_by = NULL, claimed_until = 0, \
+             updated_ms = $2 WHERE id = $3",
+        )
+        .bind(*next_attempt_ms)
+        .bind(now)
+        .bind(id)
+        .execute(pool)
+        .await?;
+        return Ok(());
+    }
     let (status, next, error) = match outcome {
         DeliveryOutcome::Delivered => (DeliveryStatus::Delivered, now, None),
         DeliveryOutcome::Retry {
@@ -121,6 +128,7 @@ pub(super) async fn finish(
             Some(error.as_str()),
         ),
         DeliveryOutcome::Failed { error } => (DeliveryStatus::Failed, now, Some(error.as_str())),
+        DeliveryOutcome::Deferred { .. } => return Ok(()),
     };
     sqlx::query(
         "UPDATE deliveries SET status = $1, attempts = attempts + 1, next_attempt_ms = $2, \
