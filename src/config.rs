@@ -383,7 +383,9 @@ fn notify_config(env: EnvSource<'_>) -> Result<NotifyConfig, ConfigError> {
 /// as one SMTP URL.
 fn smtp_url_from_parts(env: EnvSource<'_>) -> Option<String> {
     let host = env("SMTP_HOST")?;
-    let encode = |s: String| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let encode = |s: String| {
+        percent_encoding::utf8_percent_encode(&s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
     let starttls = matches!(env("SMTP_STARTTLS").as_deref(), Some("1" | "true" | "True"));
     let mut url = format!("{}://", if starttls { "smtp+tls" } else { "smtp" });
     if let Some(user) = env("SMTP_USER") {

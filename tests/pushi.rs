@@ -591,3 +591,55 @@ async fn sockets_and_ping_routes() {
     assert_eq!(status, 200);
     assert_eq!(c.recv_event("ping").await["data"], "ping");
 }
+
+#[tokio::test]
+async fn quiet_pushi_clients_get_websocket_pings_not_protocol_events() {
+    let server = TestServer::start_with(|c| {
+        c.hub.activity_timeout = std::time::Duration::from_secs(1);
+        c.hub.pong_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut c = server.connect_pushi().await;
+    c.pushi_subscribe("quiet", None, None).await;
+    // Three activity periods of silence: the client library answers ping frames by itself.
+    match c.next(std::time::Duration::from_millis(3500)).await {
+        Err(common::Ended::Timeout) => {}
+        other => panic!("expected nothing but ping frames, got {other:?}"),
+    }
+    let token = server.pushi_login().await;
+    server
+        .rest(
+            "POST",
+            "/events",
+            &[],
+            Some(&json!({"data": "still here", "channel": "quiet"})),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(c.recv_event("message").await["data"], "still here");
+}
+
+#[tokio::test]
+async fn session_token_is_read_from_a_form_body() {
+    let server = TestServer::start().await;
+    let token = server.pushi_login().await;
+    let response = server
+        .http
+        .post(format!("http://{}/sockets/1.1", server.running().http_addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("sid={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn pushi_errors_carry_a_channel_key() {
+    let server = TestServer::start().await;
+    let mut c = server.connect_pushi().await;
+    c.send_text("{broken").await;
+    let error = c.recv().await;
+    assert_eq!(error["event"], "pusher:error");
+    assert!(error.get("channel").is_some(), "{error}");
+}

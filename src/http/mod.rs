@@ -4,6 +4,7 @@
 //! merges them, sends WebSocket upgrades on any path to [`crate::ws`] first, and answers
 //! everything unrouted with a JSON 404.
 
+pub mod delivery_api;
 pub mod error;
 pub mod health;
 pub mod pusher_api;
@@ -33,6 +34,7 @@ pub fn router(ctx: ServerContext) -> Router {
     Router::new()
         .merge(pusher_api::router())
         .merge(pushi_api::router())
+        .merge(delivery_api::router())
         .merge(health::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(error::log_rejections))

@@ -45,6 +45,38 @@ pub fn router() -> Router<ServerContext> {
         )
         .route("/sockets", get(list_sockets))
         .route("/sockets/{socket_id}", get(show_socket).post(show_socket))
+        .layer(axum::middleware::from_fn(session_from_form))
+}
+
+/// Pushi also reads the session token from a form body's `sid` field (the Python client
+/// sends it that way on bodiless POSTs): lift it into `X-Session-Id` so [`Session`], which
+/// only sees the request head, finds it.
+async fn session_from_form(request: Request, next: axum::middleware::Next) -> Response {
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let (mut parts, body) = request.into_parts();
+    if !is_form || session_token(&parts).is_some() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let bytes = match axum::body::to_bytes(body, super::signed::MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => return ApiError::too_large("request body is too large").into_response(),
+    };
+    if let Some((_, sid)) = form_urlencoded::parse(&bytes).find(|(k, _)| k == "sid")
+        && let Ok(value) = axum::http::HeaderValue::from_str(&sid)
+    {
+        parts.headers.insert("x-session-id", value);
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Appier's `_id`: a 24-hex identifier on every record, stable for the record.
+pub fn record_id(id: i64) -> String {
+    format!("{id:024x}")
 }
 
 /// The operator's policy for app creation and cross-app reads.
@@ -76,13 +108,32 @@ fn success() -> Json<Value> {
 
 /// Request fields from the query string and the body (JSON object or form), query winning,
 /// as Pushi reads them.
-pub struct Fields(pub Map<String, Value>);
+pub struct Fields {
+    /// Everything, query values over body values.
+    pub all: Map<String, Value>,
+    /// The body alone (where a name means something else in the query, as Web Push's `auth`).
+    pub body: Map<String, Value>,
+    query: Vec<(String, String)>,
+}
 
 impl Fields {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.all.get(name)
+    }
+
     pub fn str(&self, name: &str) -> Option<&str> {
-        self.0
+        self.all
             .get(name)
             .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A value from the query string only.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
             .filter(|s| !s.is_empty())
     }
 
@@ -93,13 +144,17 @@ impl Fields {
 
     /// Pushi's booleans: true unless "", "0", "false" or "False"; JSON booleans as they are.
     pub fn flag(&self, name: &str) -> Option<bool> {
-        match self.0.get(name)? {
-            Value::Bool(b) => Some(*b),
-            Value::Null => None,
-            Value::Number(n) => Some(n.as_f64() != Some(0.0)),
-            Value::String(s) => Some(!matches!(s.as_str(), "" | "0" | "false" | "False")),
-            _ => Some(true),
-        }
+        flag_value(self.all.get(name)?)
+    }
+}
+
+fn flag_value(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Null => None,
+        Value::Number(n) => Some(n.as_f64() != Some(0.0)),
+        Value::String(s) => Some(!matches!(s.as_str(), "" | "0" | "false" | "False")),
+        _ => Some(true),
     }
 }
 
@@ -117,18 +172,18 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        let body = axum::body::to_bytes(req.into_body(), super::signed::MAX_BODY_BYTES)
+        let bytes = axum::body::to_bytes(req.into_body(), super::signed::MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::too_large("request body is too large"))?;
-        let mut fields = Map::new();
-        if !body.is_empty() {
+        let mut body = Map::new();
+        if !bytes.is_empty() {
             if is_form {
-                for (k, v) in form_urlencoded::parse(&body) {
-                    fields.insert(k.into_owned(), Value::String(v.into_owned()));
+                for (k, v) in form_urlencoded::parse(&bytes) {
+                    body.insert(k.into_owned(), Value::String(v.into_owned()));
                 }
             } else {
-                match serde_json::from_slice::<Value>(&body) {
-                    Ok(Value::Object(map)) => fields = map,
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(Value::Object(map)) => body = map,
                     Ok(_) => return Err(ApiError::bad_request("body must be a JSON object")),
                     Err(e) => {
                         return Err(ApiError::bad_request(format!(
@@ -138,10 +193,11 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
                 }
             }
         }
-        for (k, v) in query {
-            fields.insert(k, Value::String(v));
+        let mut all = body.clone();
+        for (k, v) in &query {
+            all.insert(k.clone(), Value::String(v.clone()));
         }
-        Ok(Self(fields))
+        Ok(Self { all, body, query })
     }
 }
 
@@ -218,6 +274,7 @@ fn app_json(app: &App, with_secret: bool) -> Value {
         "key": app.key,
         "instance": app.ident,
         "app_id": app.id,
+        "_id": app.ident.get(..24).map(str::to_owned).unwrap_or_else(|| app.ident.clone()),
         "settings": app.settings.public_view(),
     });
     if with_secret {
@@ -237,6 +294,7 @@ fn subscription_json(record: &SubscriptionRecord, instance: &str) -> Value {
         "instance": instance,
         "user_id": record.user_id,
         "event": record.event,
+        "_id": record_id(record.id),
     })
 }
 
@@ -310,7 +368,7 @@ async fn create_app(
 /// Applies the per-app settings a request names; unknown fields are ignored.
 fn apply_settings(settings: &mut AppSettings, fields: &Fields) -> ApiResult<()> {
     let number = |name: &str| -> ApiResult<Option<u64>> {
-        match fields.0.get(name) {
+        match fields.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| bad_number(name)),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -436,7 +494,7 @@ async fn create_event(
     session: Session,
     fields: Fields,
 ) -> ApiResult<Json<Value>> {
-    let mut body = fields.0;
+    let mut body = fields.all;
     let data = body.remove("data").unwrap_or(Value::Null);
     if is_falsy(&data) {
         return Err(ApiError::bad_request("missing event data (\"data\")"));
@@ -467,7 +525,7 @@ async fn create_event(
         ChannelName::parse(c, NameRules::Pushi).map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .collect::<ApiResult<_>>()?;
-    let persist = Fields(body.clone()).flag("persist").unwrap_or(true);
+    let persist = body.get("persist").and_then(flag_value).unwrap_or(true);
     body.remove("sid");
     let raw = match &data {
         Value::String(s) => frames::json_string(s),

@@ -24,11 +24,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::apps::{App, AppRegistry};
+use crate::notify::matching::Notifier;
+use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::pushi::{self, Stamp};
 use crate::protocol::{self, ChannelKind, ChannelName, Dialect, codes};
-use crate::notify::matching::Notifier;
-use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::store::{NewEvent, StoreError};
 use channel::{Channel, DialectFrames, PresenceJoin, Subscriber};
 pub use socket::{SocketHandle, SocketId, SocketReceiver};
@@ -260,7 +260,8 @@ impl Hub {
         } else {
             None
         };
-        self.record_deliveries(state, publish, stamps.as_deref()).await?;
+        self.record_deliveries(state, publish, stamps.as_deref())
+            .await?;
         let sent = state.fan_out(publish, stamps.as_deref(), self.config.cache_ttl);
         metrics::counter!(crate::metrics::EVENTS_PUBLISHED)
             .increment(publish.channels.len() as u64);

@@ -110,12 +110,24 @@ impl Notifier {
         Ok(out)
     }
 
+    /// Tells the worker there is new work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Records deliveries in the outbox and wakes the worker.
-    pub async fn enqueue(&self, app_id: &str, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+    pub async fn enqueue(
+        &self,
+        app_id: &str,
+        deliveries: &[NewDelivery],
+    ) -> Result<(), StoreError> {
         if deliveries.is_empty() {
             return Ok(());
         }
-        self.apps.store().enqueue_deliveries(app_id, deliveries).await?;
+        self.apps
+            .store()
+            .enqueue_deliveries(app_id, deliveries)
+            .await?;
         self.wake.notify_one();
         Ok(())
     }

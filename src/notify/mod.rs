@@ -88,20 +88,38 @@ pub struct Delivery {
 }
 
 /// Starts the delivery worker and the webhook batcher; both stop when `stop` turns true.
-pub fn start(apps: Arc<AppRegistry>, config: NotifyConfig, stop: watch::Receiver<bool>) -> Delivery {
+pub fn start(
+    apps: Arc<AppRegistry>,
+    config: NotifyConfig,
+    stop: watch::Receiver<bool>,
+) -> Delivery {
     let wake = Arc::new(Notify::new());
     let adapters: HashMap<DeliveryKind, Arc<dyn Adapter>> = HashMap::from([
-        (DeliveryKind::Web, Arc::new(webhook::WebhookAdapter::new(&config)) as Arc<dyn Adapter>),
-        (DeliveryKind::Smtp, Arc::new(email::EmailAdapter::new(&config))),
+        (
+            DeliveryKind::Web,
+            Arc::new(webhook::WebhookAdapter::new(&config)) as Arc<dyn Adapter>,
+        ),
+        (
+            DeliveryKind::Smtp,
+            Arc::new(email::EmailAdapter::new(&config)),
+        ),
         (DeliveryKind::Apn, Arc::new(apns::ApnsAdapter::new(&config))),
-        (DeliveryKind::WebPush, Arc::new(web_push::WebPushAdapter::new(&config))),
+        (
+            DeliveryKind::WebPush,
+            Arc::new(web_push::WebPushAdapter::new(&config)),
+        ),
         (
             DeliveryKind::PusherWebhook,
             Arc::new(pusher_webhooks::PusherWebhookAdapter::new(&config)),
         ),
     ]);
     let notifier = Arc::new(Notifier::new(apps.clone(), config.clone(), wake.clone()));
-    let worker = Arc::new(worker::Worker::new(apps.clone(), config.clone(), adapters, wake));
+    let worker = Arc::new(worker::Worker::new(
+        apps.clone(),
+        config.clone(),
+        adapters,
+        wake,
+    ));
     let (hooks, events) = tokio::sync::mpsc::unbounded_channel();
     let batcher = pusher_webhooks::Batcher::new(apps, notifier.clone(), config.webhook_hold);
     let tasks = vec![

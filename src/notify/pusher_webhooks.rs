@@ -211,7 +211,9 @@ impl Batcher {
         for hook in &app.settings.webhooks {
             let selected: Vec<Value> = events
                 .iter()
-                .filter(|e| hook.event_types.is_empty() || hook.event_types.iter().any(|t| t == e.name()))
+                .filter(|e| {
+                    hook.event_types.is_empty() || hook.event_types.iter().any(|t| t == e.name())
+                })
                 .map(HookEvent::to_json)
                 .collect();
             if selected.is_empty() {

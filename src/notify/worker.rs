@@ -127,7 +127,12 @@ impl Worker {
         let outcome = DeliveryOutcome::Deferred {
             next_attempt_ms: next,
         };
-        if let Err(e) = self.apps.store().finish_delivery(delivery.id, &outcome).await {
+        if let Err(e) = self
+            .apps
+            .store()
+            .finish_delivery(delivery.id, &outcome)
+            .await
+        {
             tracing::warn!(error = %e, id = delivery.id, "cannot defer delivery");
         }
     }
@@ -144,13 +149,19 @@ impl Worker {
         };
         let result = self.send(&delivery).await;
         let outcome = self.outcome(&delivery, result).await;
-        if let Err(e) = self.apps.store().finish_delivery(delivery.id, &outcome).await {
+        if let Err(e) = self
+            .apps
+            .store()
+            .finish_delivery(delivery.id, &outcome)
+            .await
+        {
             // The lease will expire and the delivery will be attempted again: at-least-once.
             tracing::error!(error = %e, id = delivery.id, "cannot record delivery outcome");
         }
         drop(_target_slot);
-        self.busy
-            .remove_if(&key, |_, s| Arc::strong_count(s) == 1 && s.available_permits() > 0);
+        self.busy.remove_if(&key, |_, s| {
+            Arc::strong_count(s) == 1 && s.available_permits() > 0
+        });
     }
 
     async fn send(&self, delivery: &DeliveryRecord) -> Result<(), DeliveryError> {
@@ -162,8 +173,12 @@ impl Worker {
             .by_id(&delivery.app_id)
             .await
             .map_err(|e| DeliveryError::Retry(format!("cannot load app: {e}")))?
-            .ok_or_else(|| DeliveryError::Permanent(format!("app {} no longer exists", delivery.app_id)))?;
-        match tokio::time::timeout(self.config.request_timeout, adapter.deliver(&app, delivery)).await {
+            .ok_or_else(|| {
+                DeliveryError::Permanent(format!("app {} no longer exists", delivery.app_id))
+            })?;
+        match tokio::time::timeout(self.config.request_timeout, adapter.deliver(&app, delivery))
+            .await
+        {
             Ok(result) => result,
             Err(_) => Err(DeliveryError::Retry(format!(
                 "no answer within {} s",
@@ -172,15 +187,26 @@ impl Worker {
         }
     }
 
-    async fn outcome(&self, d: &DeliveryRecord, result: Result<(), DeliveryError>) -> DeliveryOutcome {
+    async fn outcome(
+        &self,
+        d: &DeliveryRecord,
+        result: Result<(), DeliveryError>,
+    ) -> DeliveryOutcome {
         let span = (d.kind.as_str(), d.target.as_str(), d.delivery_id.as_str());
         match result {
             Ok(()) => {
                 metrics::counter!(DELIVERED, "kind" => d.kind.as_str()).increment(1);
-                tracing::debug!(kind = span.0, target = span.1, delivery_id = span.2, "delivered");
+                tracing::debug!(
+                    kind = span.0,
+                    target = span.1,
+                    delivery_id = span.2,
+                    "delivered"
+                );
                 DeliveryOutcome::Delivered
             }
-            Err(DeliveryError::Retry(error)) if (d.attempts as u32) + 1 < self.config.max_attempts => {
+            Err(DeliveryError::Retry(error))
+                if (d.attempts as u32) + 1 < self.config.max_attempts =>
+            {
                 metrics::counter!(RETRIES, "kind" => d.kind.as_str()).increment(1);
                 let delay = backoff(&self.config, d.attempts as u32);
                 tracing::info!(kind = span.0, target = span.1, delivery_id = span.2, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
@@ -214,7 +240,12 @@ impl Worker {
             DeliveryKind::Smtp => TargetKind::Smtp,
             DeliveryKind::PusherWebhook => return,
         };
-        match self.apps.store().delete_targets(&d.app_id, kind, &d.target, None).await {
+        match self
+            .apps
+            .store()
+            .delete_targets(&d.app_id, kind, &d.target, None)
+            .await
+        {
             Ok(_) => self.wake.notify_one(),
             Err(e) => tracing::warn!(error = %e, "cannot remove gone target"),
         }

@@ -62,6 +62,16 @@ pub fn error(code: Option<u16>, message: &str) -> Frame {
     event_frame("pusher:error", None, &Data { code, message })
 }
 
+/// `pusher:error` with a `channel` key, for Pushi clients, which route every frame by it.
+pub fn error_on_channel(code: Option<u16>, message: &str, channel: &str) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        code: Option<u16>,
+        message: &'a str,
+    }
+    event_frame("pusher:error", Some(channel), &Data { code, message })
+}
+
 pub fn ping() -> Frame {
     Frame::from_static(r#"{"event":"pusher:ping","data":{}}"#)
 }

@@ -134,6 +134,7 @@ pub fn event_json(event: &crate::store::EventRecord, instance: &str) -> Value {
         "owner_id": event.owner_id,
         "timestamp": event.timestamp,
         "data": data,
+        "_id": format!("{:024x}", event.id),
     })
 }
 

@@ -185,6 +185,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records the outcome of an attempt and releases the claim.
     async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
     async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError>;
+    /// An app's deliveries by id (ids of other apps are ignored).
+    async fn get_deliveries(
+        &self,
+        app_id: &str,
+        ids: &[i64],
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// An app's deliveries, newest first, optionally of one status.
     async fn list_deliveries(
         &self,

@@ -18,6 +18,7 @@ use futures_util::SinkExt;
 
 use crate::apps::App;
 use crate::hub::{AppState, Hub, SignedIn, SocketHandle, SocketReceiver};
+use crate::notify::pusher_webhooks::HookEvent;
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::{ChannelName, Dialect, codes};
 
@@ -30,6 +31,7 @@ pub(super) struct Connection {
     pub handle: SocketHandle,
     /// `handle.id()` as text, as clients see and sign it.
     pub socket_id: String,
+    pub dialect: Dialect,
     pub channels: HashSet<ChannelName>,
     /// Pushi: each joined `personal-{user}` channel and the channels it expanded to.
     pub personal: HashMap<ChannelName, Vec<ChannelName>>,
@@ -51,7 +53,30 @@ impl Connection {
     pub fn send_error(&self, code: Option<u16>, message: &str) {
         metrics::counter!(crate::metrics::CLIENT_ERRORS).increment(1);
         tracing::debug!(socket_id = %self.socket_id, ?code, %message, "client error");
-        self.send(frames::error(code, message));
+        self.send(match self.dialect {
+            Dialect::Pusher => frames::error(code, message),
+            // pushi.js routes every frame by its `channel` key and throws without one.
+            Dialect::Pushi => frames::error_on_channel(code, message, ""),
+        });
+    }
+}
+
+impl Connection {
+    /// Tells the app's webhooks about a client event this socket sent.
+    pub fn report_client_event(
+        &self,
+        channel: &ChannelName,
+        event: &str,
+        data: &serde_json::value::RawValue,
+        user_id: Option<&str>,
+    ) {
+        self.state.report(|| HookEvent::ClientEvent {
+            channel: channel.to_string(),
+            event: event.to_owned(),
+            data: crate::protocol::pushi::data_string(data),
+            socket_id: self.socket_id.clone(),
+            user_id: user_id.map(str::to_owned),
+        });
     }
 }
 
@@ -108,6 +133,7 @@ pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dia
         hub: hub.clone(),
         state,
         handle: handle.clone(),
+        dialect,
         channels: HashSet::new(),
         personal: HashMap::new(),
         signed_in: None,
@@ -158,7 +184,16 @@ pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dia
                 if pinged_at.is_some() {
                     break Some(codes::PONG_NOT_RECEIVED);
                 }
-                conn.send(frames::ping());
+                // Pushi's clients do not know `pusher:ping` (pushi.js throws on it); a
+                // WebSocket ping frame is answered by every browser and client library.
+                match dialect {
+                    Dialect::Pusher => conn.send(frames::ping()),
+                    Dialect::Pushi => {
+                        if socket.send(Message::Ping(Default::default())).await.is_err() {
+                            break None;
+                        }
+                    }
+                }
                 pinged_at = Some(Instant::now());
             }
         }

@@ -12,6 +12,7 @@ use super::connection::Connection;
 use crate::auth;
 use crate::hub::channel::PresenceJoin;
 use crate::hub::{Publish, SignedIn, SubscribeRefusal};
+use crate::notify::pusher_webhooks::HookEvent;
 use crate::protocol::channel::NameRules;
 use crate::protocol::inbound::{
     Envelope, PresenceData, SigninData, SubscribeData, UnsubscribeData, UserData, user_id_string,
@@ -123,7 +124,12 @@ impl Connection {
                 if channel.is_cache() {
                     match self.state.cached(&channel, self.hub.config.cache_ttl) {
                         Some((frame, _)) => self.send(frame),
-                        None => self.send(frames::cache_miss(channel.as_str())),
+                        None => {
+                            self.send(frames::cache_miss(channel.as_str()));
+                            self.state.report(|| HookEvent::CacheMiss {
+                                channel: channel.to_string(),
+                            });
+                        }
                     }
                 }
             }
@@ -248,8 +254,9 @@ impl Connection {
             owner: Some(self.handle.id()),
             ..Publish::new(std::slice::from_ref(&channel), &envelope.event, &data)
         };
-        if let Err(e) = self.hub.publish(&self.state, &publish).await {
-            self.send_error(None, &format!("client event rejected: {e}"));
+        match self.hub.publish(&self.state, &publish).await {
+            Ok(_) => self.report_client_event(&channel, &envelope.event, &data, user_id.as_deref()),
+            Err(e) => self.send_error(None, &format!("client event rejected: {e}")),
         }
     }
 }

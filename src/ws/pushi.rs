@@ -22,6 +22,9 @@ use crate::protocol::{ChannelKind, ChannelName, Dialect, frames};
 /// How many history events a `personal-` subscription reply carries.
 const PERSONAL_REPLY_EVENTS: u32 = 10;
 
+/// Pushi client events may come this many times faster than Pusher's `client_event_rate`.
+const PUSHI_RATE_FACTOR: u32 = 10;
+
 /// Most events one `pusher:latest` may ask for (a count of 0 means "this many").
 const MAX_LATEST: u32 = 1000;
 
@@ -338,13 +341,16 @@ impl Connection {
         if envelope.data.is_none() {
             return self.send_error(None, &format!("{}: missing field \"data\"", envelope.event));
         }
-        if !self.client_events.allow(app.settings.client_event_rate) {
+        // Pushi apps chat over client events and the original had no limit: allow ten times
+        // Pusher's rate, still bounded so one socket cannot flood a channel.
+        let rate = app
+            .settings
+            .client_event_rate
+            .saturating_mul(PUSHI_RATE_FACTOR);
+        if !self.client_events.allow(rate) {
             return self.send_error(
                 Some(crate::protocol::codes::CLIENT_EVENT_RATE_LIMIT),
-                &format!(
-                    "event rejected: more than {} per second",
-                    app.settings.client_event_rate
-                ),
+                &format!("event rejected: more than {rate} per second"),
             );
         }
         let data = envelope.data.clone().unwrap_or_else(null);
@@ -355,8 +361,9 @@ impl Connection {
             owner: Some(self.handle.id()),
             ..Publish::new(std::slice::from_ref(&channel), &envelope.event, &data)
         };
-        if let Err(e) = self.hub.publish(&self.state, &publish).await {
-            self.send_error(None, &format!("event rejected: {e}"));
+        match self.hub.publish(&self.state, &publish).await {
+            Ok(_) => self.report_client_event(&channel, &envelope.event, &data, None),
+            Err(e) => self.send_error(None, &format!("event rejected: {e}")),
         }
     }
 }

@@ -198,3 +198,25 @@ pub(super) async fn list(
     };
     rows.iter().map(from_row).collect()
 }
+
+pub(super) async fn by_ids(
+    pool: &AnyPool,
+    app_id: &str,
+    ids: &[i64],
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM deliveries WHERE app_id = $1 AND id IN ({}) ORDER BY id",
+            super::placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app_id);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(pool).await? {
+            out.push(from_row(&row)?);
+        }
+    }
+    Ok(out)
+}

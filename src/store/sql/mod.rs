@@ -341,6 +341,14 @@ impl Store for SqlStore {
         deliveries::counts(&self.pool).await
     }
 
+    async fn get_deliveries(
+        &self,
+        app_id: &str,
+        ids: &[i64],
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        deliveries::by_ids(&self.pool, app_id, ids).await
+    }
+
     async fn list_deliveries(
         &self,
         app_id: &str,
