@@ -36,6 +36,9 @@ async fn spawn(db: &str, port: u16) -> Process {
         .env("PUSHI_APP_KEY", "recovery-key")
         .env("PUSHI_APP_SECRET", "recovery-secret")
         .env("PUSHI_LOG", "warn")
+        // Retry quickly so the test does not wait for real backoff.
+        .env("PUSHI_DELIVERY_BACKOFF_MS", "100")
+        .env("PUSHI_DELIVERY_TIMEOUT", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -168,5 +171,99 @@ async fn persisted_state_survives_kill_dash_nine() {
     assert_eq!(data["alias"], json!(["news"]));
     assert_eq!(data["events"][0]["data"]["data"], "kept");
     drop(server);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A minimal webhook receiver: counts requests and keeps their bodies and delivery ids.
+async fn receiver(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> {
+    use axum::http::HeaderMap;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = seen.clone();
+    let app = axum::Router::new().fallback(axum::routing::post(
+        move |headers: HeaderMap, body: axum::body::Bytes| {
+            let store = store.clone();
+            async move {
+                let id = headers
+                    .get("x-pushi-delivery")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                store
+                    .lock()
+                    .unwrap()
+                    .push((id, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                "ok"
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    seen
+}
+
+#[tokio::test]
+async fn pending_deliveries_survive_kill_dash_nine() {
+    let dir = std::env::temp_dir().join(format!("pushi-outbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("pushi.db").display());
+    let port = free_port();
+    let hook_port = free_port();
+
+    let mut server = spawn(&db, port).await;
+    let login = [
+        ("app_id", "1"),
+        ("app_key", "recovery-key"),
+        ("app_secret", "recovery-secret"),
+    ];
+    let token = call(&server.base, reqwest::Method::GET, "/login", &login, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sid = [("sid", token.as_str())];
+    let url = format!("http://127.0.0.1:{hook_port}/hook");
+    call(
+        &server.base,
+        reqwest::Method::POST,
+        "/webs",
+        &sid,
+        Some(json!({"url": url, "event": "orders"})),
+    )
+    .await;
+    // The receiver is down: the publish is acknowledged and the delivery stays pending.
+    call(
+        &server.base,
+        reqwest::Method::POST,
+        "/events",
+        &sid,
+        Some(json!({"data": "order 1", "channel": "orders"})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let seen = receiver(hook_port).await;
+    let _server = spawn(&db, port).await;
+    // At most one lease (2 × timeout + 5 s) passes before another node may take a delivery
+    // the killed one had claimed.
+    for _ in 0..300 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty(),
+        "the pending delivery was not resumed after the restart"
+    );
+    assert_eq!(seen[0].1["data"], "order 1");
+    assert!(!seen[0].0.is_empty(), "delivery id header");
+    assert!(
+        seen.iter().all(|(id, _)| *id == seen[0].0),
+        "one delivery, one id"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

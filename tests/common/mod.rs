@@ -228,8 +228,9 @@ impl Client {
 
     /// The next JSON frame, or how the stream ended.
     pub async fn next(&mut self, wait: Duration) -> Result<Value, Ended> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout(wait, self.ws.next()).await {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return Err(Ended::Timeout),
                 Ok(None) | Ok(Some(Err(_))) => return Err(Ended::Closed(None)),
                 Ok(Some(Ok(Message::Text(t)))) => {
