@@ -12,6 +12,7 @@ package's `pushi.net.client` does): connect to `<ws base><app key>`, `pusher:sub
 import json
 import os
 import re
+import time
 import unittest
 import urllib.error
 import urllib.parse
@@ -579,50 +580,127 @@ class PushiClientTest(unittest.TestCase):
         gone = subscriber.event("pusher_internal:unsubscription_succeeded", channel)
         self.assertEqual(json.loads(gone["data"])["name"], channel)
 
-    # -- handler subscriptions (offline delivery: not implemented yet) -----------------------
+    # -- handler subscriptions and direct messaging (offline delivery) -----------------------
 
-    def _handler_or_skip(self, call):
-        try:
-            return call()
-        except appier.exceptions.HTTPError as error:
-            if error.code in (404, 405):
-                self.skipTest("handler routes not implemented yet (HTTP %d)" % error.code)
-            raise
+    def sid(self):
+        return dict(sid=self.api.get_token())
 
-    def test_handler_web(self):
-        url = "http://127.0.0.1:9/hook"
-        event = uniq("hooked")
-        record = self._handler_or_skip(lambda: self.api.create_web(url, event))
-        self.assertEqual((record["url"], record["event"]), (url, event))
-        listed = self.api.get(HTTP + "webs", url=url)["subscriptions"]
-        self.assertEqual([(s["url"], s["event"]) for s in listed], [(url, event)])
+    def test_handler_web_delivers_triggered_events(self):
+        with Receiver() as receiver:
+            url = receiver.url + "/hook"
+            event = uniq("hooked")
+            record = self.api.create_web(url, event)
+            self.assertEqual((record["url"], record["event"]), (url, event))
+            # Creating it again returns the same record (no duplicate).
+            self.assertEqual(self.api.create_web(url, event)["id"], record["id"])
+            status, listed = raw("GET", "webs", dict(self.sid(), url=url))
+            self.assertEqual(status, 200)
+            self.assertEqual([(s["url"], s["event"]) for s in listed["subscriptions"]], [(url, event)])
+            self.api.trigger_event(channel=event, data=dict(title="T"), event="update")
+            body, headers = receiver.wait(1)[0]
+            self.assertEqual(body["channel"], event)
+            self.assertEqual(body["event"], "update")
+            self.assertEqual(json.loads(body["data"]), dict(title="T"))
+            self.assertTrue(headers.get("X-Pushi-Delivery"))
+            # The client does not percent-encode URLs; the REST route accepts them encoded.
+            status, deleted = raw(
+                "DELETE", "webs/%s/%s" % (urllib.parse.quote(url, safe=""), event), self.sid()
+            )
+            self.assertEqual((status, deleted["url"]), (200, url))
 
     def test_handler_apn(self):
         token = "ab" * 32
         event = uniq("apn")
-        record = self._handler_or_skip(lambda: self.api.create_apn(token, event))
+        record = self.api.create_apn(token, event)
         self.assertEqual((record["token"], record["event"]), (token, event))
         listed = self.api.list_apns(token=token)["subscriptions"]
         self.assertEqual([s["event"] for s in listed], [event])
         self.assertEqual(self.api.delete_apn(token, event)["event"], event)
+        self.assertEqual(self.api.list_apns(token=token)["subscriptions"], [])
 
     def test_handler_smtp(self):
         email = "%s@example.invalid" % uniq("u")
         event = uniq("mail")
-        record = self._handler_or_skip(lambda: self.api.create_smtp(email, event))
+        record = self.api.create_smtp(email, event)
         self.assertEqual((record["email"], record["event"]), (email, event))
         listed = self.api.list_smtps(email=email)["subscriptions"]
         self.assertEqual([s["event"] for s in listed], [event])
+        self.assertEqual(self.api.delete_smtp(email, event)["event"], event)
 
     def test_handler_web_push(self):
-        endpoint = "http://127.0.0.1:9/push/%s" % uniq("ep")
-        event = uniq("wp")
-        record = self._handler_or_skip(
-            lambda: self.api.create_web_push(endpoint, "p" * 20, "a" * 16, event)
-        )
-        self.assertEqual((record["endpoint"], record["event"]), (endpoint, event))
-        listed = self.api.list_web_pushes(endpoint=endpoint)["subscriptions"]
-        self.assertEqual([s["event"] for s in listed], [event])
+        # The browser keys of RFC 8291's worked example: a valid P-256 point and auth secret.
+        p256dh = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+        auth = "BTBZMqHH6r4Tts7J_aSIgg"
+        with Receiver() as receiver:
+            endpoint = receiver.url + "/push/%s" % uniq("ep")
+            event = uniq("wp")
+            record = self.api.create_web_push(endpoint, p256dh, auth, event)
+            self.assertEqual((record["endpoint"], record["event"]), (endpoint, event))
+            listed = self.api.list_web_pushes(endpoint=endpoint)["subscriptions"]
+            self.assertEqual([s["event"] for s in listed], [event])
+            key = self.api.get_vapid_public_key()
+            self.assertEqual(len(key["vapid_public_key"]), 87)
+            self.api.trigger_event(channel=event, data=dict(title="Hi"))
+            _body, headers = receiver.wait(1, raw_body=True)[0]
+            self.assertEqual(headers.get("Content-Encoding"), "aes128gcm")
+            self.assertIn("k=%s" % key["vapid_public_key"], headers.get("Authorization"))
+            self.api.delete_web_push(endpoint, event=event)
+            self.assertEqual(self.api.list_web_pushes(endpoint=endpoint)["subscriptions"], [])
+
+    def test_handler_web_push_rejects_invalid_keys(self):
+        with self.assertRaises(appier.exceptions.HTTPError) as raised:
+            self.api.create_web_push("http://127.0.0.1:9/push", "p" * 20, "a" * 16, uniq("wp"))
+        self.assertEqual(raised.exception.code, 400)
+
+    def test_messaging_webhook_delivers_every_time(self):
+        with Receiver() as receiver:
+            for _ in range(2):
+                result = self.api.send_messaging_webhook([receiver.url + "/m"], dict(hello="world"))
+                self.assertTrue(result["success"], result)
+            bodies = [body for body, _ in receiver.wait(2)]
+            self.assertEqual(bodies, [dict(hello="world")] * 2)
+
+
+class Receiver(object):
+    """A local HTTP server recording the requests offline delivery makes."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append((self.rfile.read(length), self.headers))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *args):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait(self, count, raw_body=False, timeout=10):
+        deadline = time.time() + timeout
+        while len(self.received) < count and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(self.received) >= count, "expected %d requests, got %d" % (count, len(self.received))
+        if raw_body:
+            return list(self.received)
+        return [(json.loads(body.decode("utf-8")), headers) for body, headers in self.received]
 
 
 class HealthTest(unittest.TestCase):
