@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use rand::RngExt;
-use tokio::sync::{Notify, mpsc};
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::protocol::codes;
 use crate::protocol::frames::Frame;
@@ -50,29 +53,50 @@ impl fmt::Debug for SocketId {
 
 struct Shared {
     id: SocketId,
-    tx: mpsc::Sender<Frame>,
+    /// Frames waiting to be written. A plain deque allocates nothing until the first frame
+    /// and grows on demand, which keeps idle connections small.
+    queue: Mutex<Queue>,
+    capacity: usize,
     /// 0 while open; otherwise the close code the connection task must send.
     close_code: AtomicU16,
-    close_signal: Notify,
+    /// Wakes the connection task: frames queued, or a close asked for.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    /// The connection task is gone; frames would never be written.
+    finished: bool,
 }
 
 /// Cheap to clone; every channel a socket joined holds one.
 #[derive(Clone)]
 pub struct SocketHandle(Arc<Shared>);
 
-/// The connection task's side of the queue.
-pub type SocketReceiver = mpsc::Receiver<Frame>;
+/// The connection task's side of the queue. Dropping it marks the socket finished, so
+/// publishers stop queueing frames for it.
+pub struct SocketReceiver(Arc<Shared>);
+
+/// What woke the connection task.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Frames are queued.
+    Frames,
+    /// Someone asked the socket to close with this code.
+    Close(u16),
+}
 
 impl SocketHandle {
     pub fn new(queue_len: usize) -> (Self, SocketReceiver) {
-        let (tx, rx) = mpsc::channel(queue_len.max(1));
-        let handle = Self(Arc::new(Shared {
+        let shared = Arc::new(Shared {
             id: SocketId::random(),
-            tx,
+            queue: Mutex::new(Queue::default()),
+            capacity: queue_len.max(1),
             close_code: AtomicU16::new(0),
-            close_signal: Notify::new(),
-        }));
-        (handle, rx)
+            wake: Notify::new(),
+        });
+        (Self(shared.clone()), SocketReceiver(shared))
     }
 
     pub fn id(&self) -> SocketId {
@@ -80,19 +104,25 @@ impl SocketHandle {
     }
 
     /// Queues a frame without waiting. Returns false if the frame was not queued (socket
-    /// closing, or its queue overflowed, in which case it is told to close).
+    /// finished, or its queue overflowed, in which case it is told to close).
     pub fn send(&self, frame: Frame) -> bool {
-        match self.0.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close(codes::OVER_CAPACITY) {
-                    metrics::counter!(crate::metrics::SLOW_SOCKETS_CLOSED).increment(1);
-                    tracing::warn!(socket_id = %self.id(), "outbound queue full; closing slow socket");
-                }
-                false
+        {
+            let mut queue = self.0.queue.lock();
+            if queue.finished {
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            if queue.frames.len() < self.0.capacity {
+                queue.frames.push_back(frame);
+                drop(queue);
+                self.0.wake.notify_one();
+                return true;
+            }
         }
+        if self.close(codes::OVER_CAPACITY) {
+            metrics::counter!(crate::metrics::SLOW_SOCKETS_CLOSED).increment(1);
+            tracing::warn!(socket_id = %self.id(), "outbound queue full; closing slow socket");
+        }
+        false
     }
 
     /// Asks the connection to close with `code`. The first code asked for wins; returns
@@ -104,7 +134,7 @@ impl SocketHandle {
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if first {
-            self.0.close_signal.notify_one();
+            self.0.wake.notify_one();
         }
         first
     }
@@ -114,16 +144,42 @@ impl SocketHandle {
     }
 }
 
-impl SocketHandle {
-    /// Resolves with the close code once someone asked this socket to close.
-    pub async fn close_requested(&self) -> u16 {
+impl SocketReceiver {
+    /// Waits until there is something to do. Cancel-safe: state is checked before every wait,
+    /// so a wake-up lost to a dropped future is found on the next call.
+    pub async fn work(&self) -> Work {
         loop {
             let code = self.0.close_code.load(Ordering::Acquire);
             if code != 0 {
-                return code;
+                return Work::Close(code);
             }
-            self.0.close_signal.notified().await;
+            if !self.0.queue.lock().frames.is_empty() {
+                return Work::Frames;
+            }
+            self.0.wake.notified().await;
         }
+    }
+
+    /// The next queued frame, if any.
+    pub fn pop(&self) -> Option<Frame> {
+        let mut queue = self.0.queue.lock();
+        let frame = queue.frames.pop_front();
+        if queue.frames.is_empty() && queue.frames.capacity() > IDLE_CAPACITY {
+            // A burst is over: give its memory back.
+            queue.frames.shrink_to(IDLE_CAPACITY);
+        }
+        frame
+    }
+}
+
+/// Queue capacity kept after a burst drains.
+const IDLE_CAPACITY: usize = 4;
+
+impl Drop for SocketReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue.lock();
+        queue.finished = true;
+        queue.frames = VecDeque::new();
     }
 }
 
@@ -147,12 +203,31 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_closes_with_over_capacity() {
-        let (handle, _rx) = SocketHandle::new(2);
+        let (handle, rx) = SocketHandle::new(2);
         assert!(handle.send(Frame::from_static("a")));
         assert!(handle.send(Frame::from_static("b")));
         assert!(!handle.send(Frame::from_static("c")));
-        assert_eq!(handle.close_requested().await, codes::OVER_CAPACITY);
+        assert_eq!(rx.work().await, Work::Close(codes::OVER_CAPACITY));
         // The first reason is kept.
         assert!(!handle.close(codes::GOING_AWAY));
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_and_stop_when_finished() {
+        let (handle, rx) = SocketHandle::new(8);
+        let waiter = tokio::spawn(async move {
+            let work = rx.work().await;
+            (work, rx)
+        });
+        tokio::task::yield_now().await;
+        assert!(handle.send(Frame::from_static("1")));
+        assert!(handle.send(Frame::from_static("2")));
+        let (work, rx) = waiter.await.unwrap();
+        assert_eq!(work, Work::Frames);
+        assert_eq!(rx.pop().as_deref(), Some("1"));
+        assert_eq!(rx.pop().as_deref(), Some("2"));
+        assert_eq!(rx.pop(), None);
+        drop(rx);
+        assert!(!handle.send(Frame::from_static("late")));
     }
 }

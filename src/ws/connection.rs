@@ -17,6 +17,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 
 use crate::apps::App;
+use crate::hub::socket::Work;
 use crate::hub::{AppState, Hub, SignedIn, SocketHandle, SocketReceiver};
 use crate::notify::pusher_webhooks::HookEvent;
 use crate::protocol::frames::{self, Frame};
@@ -120,7 +121,7 @@ impl RateWindow {
 
 pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dialect: Dialect) {
     let state = hub.state(&app);
-    let (handle, mut queue) = match hub.connect(&state) {
+    let (handle, queue) = match hub.connect(&state) {
         Ok(pair) => pair,
         Err(refusal) => {
             tracing::info!(app_id = %app.id, code = refusal.code(), "websocket refused: {}", refusal.message());
@@ -148,28 +149,39 @@ pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dia
 
     let mut last_heard = Instant::now();
     let mut pinged_at: Option<Instant> = None;
+    // One timer for the connection's life, moved only when its deadline changes.
+    let mut armed = last_heard + activity_timeout;
+    let timer = tokio::time::sleep_until(armed.into());
+    tokio::pin!(timer);
     let close_code = loop {
         let deadline = match pinged_at {
             Some(at) => at + hub.config.pong_timeout,
             None => last_heard + activity_timeout,
         };
+        if deadline != armed {
+            armed = deadline;
+            timer.as_mut().reset(deadline.into());
+        }
         tokio::select! {
             biased;
-            code = handle.close_requested() => break Some(code),
-            frame = queue.recv() => {
-                let Some(frame) = frame else { break None };
-                if write_batch(&mut socket, frame, &mut queue).await.is_err() {
-                    break None;
+            work = queue.work() => match work {
+                Work::Close(code) => break Some(code),
+                Work::Frames => {
+                    if write_batch(&mut socket, &queue).await.is_err() {
+                        break None;
+                    }
                 }
-            }
+            },
             message = socket.recv() => {
                 let Some(Ok(message)) = message else { break None };
                 last_heard = Instant::now();
                 pinged_at = None;
                 match message {
+                    // Boxed: the handlers' futures (store calls included) are large, and
+                    // inline they would make every idle connection's task that large.
                     Message::Text(text) => match dialect {
-                        Dialect::Pusher => conn.handle_pusher(&text).await,
-                        Dialect::Pushi => conn.handle_pushi(&text).await,
+                        Dialect::Pusher => Box::pin(conn.handle_pusher(&text)).await,
+                        Dialect::Pushi => Box::pin(conn.handle_pushi(&text)).await,
                     },
                     Message::Binary(_) => conn.send_error(
                         None,
@@ -180,7 +192,7 @@ pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dia
                     Message::Close(_) => break None,
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {
+            _ = &mut timer => {
                 if pinged_at.is_some() {
                     break Some(codes::PONG_NOT_RECEIVED);
                 }
@@ -207,23 +219,17 @@ pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dia
             _ => "closed by server",
         };
         tracing::info!(socket_id = %conn.socket_id, code, reason, "closing connection");
-        super::close(&mut socket, code, reason).await;
+        Box::pin(super::close(&mut socket, code, reason)).await;
     }
     drop(conn);
 }
 
-/// Writes `first` and whatever else is already queued (up to [`MAX_BATCH`]), then flushes
-/// once.
-async fn write_batch(
-    socket: &mut WebSocket,
-    first: Frame,
-    queue: &mut SocketReceiver,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 1..MAX_BATCH {
-        match queue.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
+/// Writes what is queued (up to [`MAX_BATCH`] frames), then flushes once.
+async fn write_batch(socket: &mut WebSocket, queue: &SocketReceiver) -> Result<(), axum::Error> {
+    for _ in 0..MAX_BATCH {
+        match queue.pop() {
+            Some(frame) => socket.feed(Message::Text(frame)).await?,
+            None => break,
         }
     }
     socket.flush().await

@@ -25,9 +25,10 @@ use crate::protocol::{Dialect, SUPPORTED_PROTOCOLS, codes, frames};
 /// be buffered safely and the connection closes with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
-/// Read buffer per connection: small, because idle connections are the common case. It
-/// grows on demand for bigger messages.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per connection: small, because idle connections are the common case and
+/// tungstenite zero-fills the whole buffer before each read (so all of it is resident). Client
+/// messages are small; a larger one just takes several reads.
+const READ_BUFFER_BYTES: usize = 512;
 
 /// Outgoing frames are coalesced up to this size before a write, so a burst of queued frames
 /// costs one syscall rather than one each.
