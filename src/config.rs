@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::apps::{App, AppSettings, now_unix};
 use crate::hub::HubConfig;
+use crate::cluster::ClusterConfig;
 use crate::notify::NotifyConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://pushi.db";
@@ -40,6 +41,8 @@ pub struct Config {
     pub open_apps: bool,
     /// Offline delivery (webhooks, Web Push, e-mail, APNs).
     pub notify: NotifyConfig,
+    /// Several nodes over Redis or NATS; `None` runs a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The TOML file's shape; every key optional.
@@ -56,6 +59,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub admin_token: Option<String>,
     pub open_apps: Option<bool>,
+    pub cluster: Option<String>,
+    pub node_id: Option<String>,
     pub apps: Vec<StaticAppConfig>,
 }
 
@@ -127,6 +132,12 @@ pub struct Flags {
     /// Log format [default: text; env PUSHI_LOG_FORMAT]
     #[arg(long, value_enum, global = true)]
     pub log_format: Option<LogFormat>,
+    /// Run as one node of a cluster: redis://HOST:PORT or nats://HOST:PORT [env PUSHI_CLUSTER]
+    #[arg(long, global = true)]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster [default: HOSTNAME plus a random suffix; env PUSHI_NODE_ID]
+    #[arg(long, global = true)]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -321,8 +332,25 @@ impl Config {
             .unwrap_or(false);
 
         let notify = notify_config(env)?;
+        let cluster = match flags.cluster.clone().or_else(|| env("PUSHI_CLUSTER")).or(file.cluster) {
+            Some(url) => {
+                let mut cluster = ClusterConfig::new(url);
+                if let Some(id) = flags.node_id.clone().or_else(|| env("PUSHI_NODE_ID")).or(file.node_id) {
+                    cluster.node_id = id;
+                }
+                if let Some(ns) = env("PUSHI_CLUSTER_NAMESPACE") {
+                    cluster.namespace = ns;
+                }
+                if let Some(secs) = env_parse::<u64>(env, "PUSHI_NODE_TIMEOUT")? {
+                    cluster.node_timeout = Duration::from_secs(secs.max(2));
+                }
+                Some(cluster)
+            }
+            None => None,
+        };
 
         Ok(Self {
+            cluster,
             notify,
             admin_token,
             open_apps,

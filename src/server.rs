@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::apps::{AppRegistry, NewApp};
+use crate::cluster::{Cluster, ClusterView};
 use crate::config::Config;
 use crate::http::{self, ServerContext};
 use crate::hub::Hub;
@@ -26,6 +27,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub hub: Arc<Hub>,
+    pub cluster: Option<Arc<Cluster>>,
     pub http_addr: SocketAddr,
     pub ws_addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -36,12 +38,15 @@ impl RunningServer {
     /// Stops accepting, closes every socket with 4200 and waits for them (bounded).
     pub async fn shutdown(self) {
         tracing::info!("shutting down: closing sockets with 4200");
-        let _ = self.stop.send(true);
         self.hub.close_all(codes::GOING_AWAY);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while self.hub.live_sockets() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
+        let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
         }
@@ -56,12 +61,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let apps = Arc::new(AppRegistry::new(store, config.static_apps.clone()));
     let (stop, stopped) = watch::channel(false);
     let delivery = crate::notify::start(apps.clone(), config.notify.clone(), stopped.clone());
+    let mut tasks = delivery.tasks;
+    let cluster = match config.cluster.clone() {
+        Some(cluster_config) => {
+            let (cluster, cluster_tasks) = Cluster::start(cluster_config, stopped.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            tasks.extend(cluster_tasks);
+            Some(cluster)
+        }
+        None => None,
+    };
     let hub = Arc::new(Hub::new(
         apps,
         config.hub.clone(),
         Some(delivery.notifier.clone()),
         Some(delivery.hooks.clone()),
+        cluster.clone().map(|c| c as Arc<dyn ClusterView>),
     ));
+    if let Some(cluster) = &cluster {
+        cluster.attach(&hub);
+    }
     let http_listener = bind(&config.http_host, config.http_port).await?;
     let http_addr = http_listener.local_addr()?;
     let same_listener = config.ws_host == config.http_host && config.ws_port == config.http_port;
@@ -79,13 +99,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let ctx = ServerContext {
         hub: hub.clone(),
         metrics: crate::metrics::install(),
+        cluster: cluster.clone(),
         admin: http::pushi_api::AdminPolicy {
             token: config.admin_token.as_deref().map(std::sync::Arc::from),
             open_apps: config.open_apps,
         },
     };
     let router = http::router(ctx);
-    let mut tasks = delivery.tasks;
     for listener in std::iter::once(http_listener).chain(ws_listener) {
         let router = router.clone();
         let mut stopped = stopped.clone();
@@ -103,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     }
     tracing::info!(%http_addr, %ws_addr, database = %redact(&config.database_url), "pushi listening");
     Ok(RunningServer {
+        cluster,
         hub,
         http_addr,
         ws_addr,

@@ -46,8 +46,21 @@ async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready means the store answers: without it no app can be looked up.
+/// Ready means the store answers (without it no app can be looked up) and, in a cluster, the
+/// broker is connected (without it this node is cut off from the others).
 async fn ready(State(ctx): State<ServerContext>) -> impl IntoResponse {
+    if let Some(cluster) = &ctx.cluster
+        && !cluster.connected()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "error",
+                "ready": false,
+                "message": "Cluster broker not connected: this node cannot reach the others",
+            })),
+        );
+    }
     match ctx.hub.apps.store().ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok", "ready": true}))),
         Err(e) => (
@@ -70,7 +83,15 @@ async fn detailed(State(ctx): State<ServerContext>) -> Json<Value> {
         }),
         Err(e) => json!({"status": "error", "error": e.to_string()}),
     };
-    let ok = database["status"] == "ok";
+    let cluster = match &ctx.cluster {
+        Some(c) => json!({
+            "status": if c.connected() { "ok" } else { "error" },
+            "node": c.config.node_id,
+            "peers": c.peers(),
+        }),
+        None => json!({"status": "ok", "mode": "single node"}),
+    };
+    let ok = database["status"] == "ok" && cluster["status"] == "ok";
     Json(json!({
         "status": if ok { "ok" } else { "degraded" },
         "service": "pushi",
@@ -79,6 +100,7 @@ async fn detailed(State(ctx): State<ServerContext>) -> Json<Value> {
         "checks": {
             "database": database,
             "websocket": {"status": "ok", "connections": ctx.hub.live_sockets()},
+            "cluster": cluster,
         },
     }))
 }

@@ -28,6 +28,8 @@ pub struct ServerContext {
     pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
     pub admin: pushi_api::AdminPolicy,
+    /// Other nodes, in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub fn router(ctx: ServerContext) -> Router {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::apps::{App, AppRegistry};
+use crate::cluster::{ChannelShare, ClusterView, MemberShare, NodeState, RemotePublish};
 use crate::notify::matching::Notifier;
 use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::protocol::frames::{self, Frame};
@@ -66,6 +67,8 @@ pub struct Hub {
     pub notifier: Option<Arc<Notifier>>,
     /// Where app webhook events go.
     hooks: Option<HookSender>,
+    /// Other nodes, when running as a cluster.
+    cluster: Option<Arc<dyn ClusterView>>,
 }
 
 /// Why a connection was refused after the app was found.
@@ -174,6 +177,7 @@ impl Hub {
         config: HubConfig,
         notifier: Option<Arc<Notifier>>,
         hooks: Option<HookSender>,
+        cluster: Option<Arc<dyn ClusterView>>,
     ) -> Self {
         Self {
             apps,
@@ -182,7 +186,72 @@ impl Hub {
             live_sockets: AtomicUsize::new(0),
             notifier,
             hooks,
+            cluster,
         }
+    }
+
+    /// The live state of an app, if any socket of it was ever seen on this node.
+    pub fn existing_state(&self, app_id: &str) -> Option<Arc<AppState>> {
+        self.states.get(app_id).map(|s| s.clone())
+    }
+
+    /// This node's share of the cluster state, for a snapshot.
+    pub fn local_share(&self) -> NodeState {
+        let mut share = NodeState::default();
+        for state in self.states.iter() {
+            let channels: HashMap<String, ChannelShare> = state
+                .channels
+                .iter()
+                .filter(|c| !c.subscribers.is_empty())
+                .map(|c| {
+                    let members = c
+                        .members
+                        .iter()
+                        .map(|(user, m)| {
+                            (
+                                user.to_string(),
+                                MemberShare {
+                                    user_info: m.user_info.get().to_owned(),
+                                    channel_data: m.channel_data.get().to_owned(),
+                                    sockets: i64::from(m.sockets),
+                                },
+                            )
+                        })
+                        .collect();
+                    (
+                        c.key().to_string(),
+                        ChannelShare {
+                            subscriptions: c.subscribers.len() as i64,
+                            members,
+                        },
+                    )
+                })
+                .collect();
+            if !channels.is_empty() {
+                share.apps.insert(state.key().clone(), channels);
+            }
+        }
+        share
+    }
+
+    /// Delivers a publish made on another node to this node's sockets.
+    pub fn deliver_remote(&self, remote: RemotePublish) {
+        let Some(state) = self.existing_state(&remote.app) else {
+            return;
+        };
+        let channels: Vec<ChannelName> = remote
+            .channels
+            .iter()
+            .filter_map(|c| ChannelName::parse(c, protocol::channel::NameRules::Pushi).ok())
+            .collect();
+        let publish = Publish {
+            exclude: remote.exclude.as_deref().and_then(SocketId::parse),
+            user_id: remote.user_id.as_deref(),
+            extra: Some(&remote.extra),
+            ..Publish::new(&channels, &remote.event, &remote.data)
+        };
+        let sent = state.fan_out(&publish, remote.stamps.as_deref(), self.config.cache_ttl);
+        metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
     }
 
     /// The live state of `app`, created on first use. A newer copy of the app (changed
@@ -196,7 +265,13 @@ impl Hub {
         }
         self.states
             .entry(app.id.clone())
-            .or_insert_with(|| Arc::new(AppState::new(app.clone(), self.hooks.clone())))
+            .or_insert_with(|| {
+                Arc::new(AppState::new(
+                    app.clone(),
+                    self.hooks.clone(),
+                    self.cluster.clone(),
+                ))
+            })
             .clone()
     }
 
@@ -263,6 +338,18 @@ impl Hub {
         self.record_deliveries(state, publish, stamps.as_deref())
             .await?;
         let sent = state.fan_out(publish, stamps.as_deref(), self.config.cache_ttl);
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(RemotePublish {
+                app: state.app().id.clone(),
+                channels: publish.channels.iter().map(|c| c.to_string()).collect(),
+                event: publish.event.to_owned(),
+                data: publish.data.to_owned(),
+                exclude: publish.exclude.map(|s| s.to_string()),
+                user_id: publish.user_id.map(str::to_owned),
+                extra: publish.extra.cloned().unwrap_or_default(),
+                stamps,
+            });
+        }
         metrics::counter!(crate::metrics::EVENTS_PUBLISHED)
             .increment(publish.channels.len() as u64);
         metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
@@ -419,9 +506,18 @@ fn payload_size(data: &RawValue) -> usize {
 }
 
 /// The sockets a peer channel reaches: those of its two users in the presence channel, if
-/// both are present and at least one of them joined with `peer: true`.
-fn peer_members<'c>(ch: &'c Channel, a: &str, b: &str) -> Vec<&'c Subscriber> {
-    if !ch.members.contains_key(a) || !ch.members.contains_key(b) || a == b {
+/// both are present and at least one of them joined with `peer: true`. In a cluster the other
+/// user (and their flag) may be on another node, so there only presence is required; the
+/// sender was checked to be one of the pair on its own node.
+fn peer_members<'c>(
+    ch: &'c Channel,
+    a: &str,
+    b: &str,
+    present_elsewhere: impl Fn(&str) -> bool,
+    clustered: bool,
+) -> Vec<&'c Subscriber> {
+    let present = |u: &str| ch.members.contains_key(u) || present_elsewhere(u);
+    if a == b || !present(a) || !present(b) {
         return Vec::new();
     }
     let pair: Vec<&Subscriber> = ch
@@ -429,7 +525,7 @@ fn peer_members<'c>(ch: &'c Channel, a: &str, b: &str) -> Vec<&'c Subscriber> {
         .values()
         .filter(|s| s.user_id.as_deref().is_some_and(|u| u == a || u == b))
         .collect();
-    if pair.iter().any(|s| s.peer) {
+    if clustered || pair.iter().any(|s| s.peer) {
         pair
     } else {
         Vec::new()
@@ -454,12 +550,18 @@ pub struct AppState {
     cache: DashMap<Arc<str>, CachedEvent>,
     connections: AtomicUsize,
     hooks: Option<HookSender>,
+    cluster: Option<Arc<dyn ClusterView>>,
 }
 
 impl AppState {
-    fn new(app: Arc<App>, hooks: Option<HookSender>) -> Self {
+    fn new(
+        app: Arc<App>,
+        hooks: Option<HookSender>,
+        cluster: Option<Arc<dyn ClusterView>>,
+    ) -> Self {
         Self {
             hooks,
+            cluster,
             app: RwLock::new(app),
             sockets: DashMap::new(),
             channels: DashMap::new(),
@@ -472,6 +574,65 @@ impl AppState {
 
     pub fn app(&self) -> Arc<App> {
         self.app.read().clone()
+    }
+
+    /// Tells the other nodes about a change of this node's share (cluster mode only).
+    fn share(&self, change: impl FnOnce() -> crate::cluster::Change) {
+        if let Some(cluster) = &self.cluster {
+            cluster.changed(change());
+        }
+    }
+
+    fn remote_user_present(&self, channel: &str, user_id: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.remote_user_present(&self.app.read().id, channel, user_id))
+    }
+
+    fn remote_subscriptions(&self, channel: &str) -> i64 {
+        self.cluster
+            .as_ref()
+            .map(|c| c.remote_subscriptions(&self.app.read().id, channel))
+            .unwrap_or(0)
+    }
+
+    /// Whether a socket on this node is a presence member of `channel` as `user_id`.
+    pub fn local_user_present(&self, channel: &str, user_id: &str) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|c| c.members.contains_key(user_id))
+    }
+
+    /// Another node's member joined or left the cluster: tell this node's subscribers.
+    pub fn announce_remote_member(
+        &self,
+        channel: &str,
+        added: bool,
+        user_id: &str,
+        user_info: &RawValue,
+        channel_data: &RawValue,
+    ) {
+        if let Some(ch) = self.channels.get(channel) {
+            ch.announce_member(channel, added, user_id, user_info, channel_data, None);
+        }
+    }
+
+    /// Presence members cluster-wide: user id → (user_info, channel_data).
+    pub fn all_members(&self, channel: &str) -> std::collections::BTreeMap<String, (Arc<RawValue>, Arc<RawValue>)> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(cluster) = &self.cluster {
+            for (user, (info, data)) in cluster.remote_members(&self.app.read().id, channel) {
+                if let (Ok(info), Ok(data)) = (RawValue::from_string(info), RawValue::from_string(data)) {
+                    out.insert(user, (Arc::from(info), Arc::from(data)));
+                }
+            }
+        }
+        if let Some(ch) = self.channels.get(channel) {
+            for (user, m) in &ch.members {
+                out.insert(user.to_string(), (m.user_info.clone(), m.channel_data.clone()));
+            }
+        }
+        out
     }
 
     /// Reports an event to the app's webhooks, if it has any. Never blocks.
@@ -518,7 +679,7 @@ impl AppState {
                 });
             }
         }
-        if ch.subscribers.is_empty() {
+        if ch.subscribers.is_empty() && self.remote_subscriptions(channel.as_str()) == 0 {
             self.report(|| HookEvent::ChannelOccupied {
                 channel: channel.to_string(),
             });
@@ -532,21 +693,37 @@ impl AppState {
                 peer: presence.as_ref().is_some_and(|p| p.peer),
             },
         );
-        if let Some(join) = &presence
-            && ch.add_member(join)
-        {
-            ch.announce_member(
-                channel.as_str(),
-                true,
-                &join.user_id,
-                &join.user_info,
-                &join.channel_data,
-                Some(handle.id()),
-            );
-            self.report(|| HookEvent::MemberAdded {
+        let app_id = &app.id;
+        self.share(|| crate::cluster::Change::Subscriptions {
+            app: app_id.clone(),
+            channel: channel.to_string(),
+            delta: 1,
+        });
+        if let Some(join) = &presence {
+            let new_here = ch.add_member(join);
+            // Another node's socket of this user already made them a member.
+            let elsewhere = self.remote_user_present(channel.as_str(), &join.user_id);
+            self.share(|| crate::cluster::Change::Join {
+                app: app_id.clone(),
                 channel: channel.to_string(),
                 user_id: join.user_id.to_string(),
+                user_info: join.user_info.get().to_owned(),
+                channel_data: join.channel_data.get().to_owned(),
             });
+            if new_here && !elsewhere {
+                ch.announce_member(
+                    channel.as_str(),
+                    true,
+                    &join.user_id,
+                    &join.user_info,
+                    &join.channel_data,
+                    Some(handle.id()),
+                );
+                self.report(|| HookEvent::MemberAdded {
+                    channel: channel.to_string(),
+                    user_id: join.user_id.to_string(),
+                });
+            }
         }
         if let Some(frame) = reply(ch) {
             handle.send(frame);
@@ -564,8 +741,22 @@ impl AppState {
         let Some(sub) = ch.subscribers.remove(&socket) else {
             return false;
         };
+        let app_id = self.app.read().id.clone();
+        self.share(|| crate::cluster::Change::Subscriptions {
+            app: app_id.clone(),
+            channel: channel.to_string(),
+            delta: -1,
+        });
+        if let Some(user_id) = &sub.user_id {
+            self.share(|| crate::cluster::Change::Leave {
+                app: app_id.clone(),
+                channel: channel.to_string(),
+                user_id: user_id.to_string(),
+            });
+        }
         if let Some(user_id) = &sub.user_id
             && let Some(member) = ch.remove_member(user_id)
+            && !self.remote_user_present(channel.as_str(), user_id)
         {
             ch.announce_member(
                 channel.as_str(),
@@ -582,9 +773,11 @@ impl AppState {
         }
         if ch.subscribers.is_empty() {
             entry.remove();
-            self.report(|| HookEvent::ChannelVacated {
-                channel: channel.to_string(),
-            });
+            if self.remote_subscriptions(channel.as_str()) == 0 {
+                self.report(|| HookEvent::ChannelVacated {
+                    channel: channel.to_string(),
+                });
+            }
         }
         true
     }
@@ -655,7 +848,10 @@ impl AppState {
             if let Some((presence, a, b)) = channel.peer_parts()
                 && let Some(ch) = self.channels.get(presence.as_str())
             {
-                peer_members(&ch, a, b).into_iter().for_each(&mut deliver);
+                let elsewhere = |u: &str| self.remote_user_present(presence.as_str(), u);
+                peer_members(&ch, a, b, elsewhere, self.cluster.is_some())
+                    .into_iter()
+                    .for_each(&mut deliver);
             }
         }
         sent
@@ -675,17 +871,54 @@ impl AppState {
         })
     }
 
-    /// Pushi's view of a channel's presence members (user id → channel_data).
+    /// Pushi's view of a channel's presence members, cluster-wide (user id → channel_data).
     pub fn pushi_members(&self, channel: &str) -> Vec<(Arc<str>, Arc<RawValue>)> {
-        self.channels
-            .get(channel)
-            .map(|ch| {
-                ch.members
-                    .iter()
-                    .map(|(id, m)| (id.clone(), m.channel_data.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.all_members(channel)
+            .into_iter()
+            .map(|(id, (_, data))| (Arc::from(id), data))
+            .collect()
+    }
+
+    /// Pusher's presence `subscription_succeeded` for `channel`, with the members of every
+    /// node. `ch` is the channel as this node holds it (locked by the caller).
+    pub fn presence_frame(&self, ch: &Channel, channel: &str) -> Frame {
+        if self.cluster.is_none() {
+            return ch.presence_frame(channel);
+        }
+        let mut members: std::collections::BTreeMap<String, Arc<RawValue>> = self
+            .cluster
+            .iter()
+            .flat_map(|c| c.remote_members(&self.app.read().id, channel))
+            .filter_map(|(user, (info, _))| RawValue::from_string(info).ok().map(|i| (user, Arc::from(i))))
+            .collect();
+        for (user, m) in &ch.members {
+            members.insert(user.to_string(), m.user_info.clone());
+        }
+        let snapshot = frames::PresenceSnapshot {
+            members: members.iter().map(|(id, info)| (id.as_str(), &**info)).collect(),
+        };
+        frames::presence_subscription_succeeded(channel, &snapshot)
+    }
+
+    /// Pushi's members for a reply built under the channel's lock.
+    pub fn pushi_members_with(&self, ch: &Channel, channel: &str) -> Vec<(Arc<str>, Arc<RawValue>)> {
+        if self.cluster.is_none() {
+            return ch
+                .members
+                .iter()
+                .map(|(id, m)| (id.clone(), m.channel_data.clone()))
+                .collect();
+        }
+        let mut out: std::collections::BTreeMap<Arc<str>, Arc<RawValue>> = self
+            .cluster
+            .iter()
+            .flat_map(|c| c.remote_members(&self.app.read().id, channel))
+            .filter_map(|(user, (_, data))| RawValue::from_string(data).ok().map(|d| (Arc::from(user), Arc::from(d))))
+            .collect();
+        for (user, m) in &ch.members {
+            out.insert(user.clone(), m.channel_data.clone());
+        }
+        out.into_iter().collect()
     }
 
     /// Every socket of this app with the channels it joined (for Pushi's `/sockets`).
@@ -805,8 +1038,16 @@ impl AppState {
         }
     }
 
-    /// Closes every socket signed in as `user_id`; returns how many.
+    /// Closes every socket signed in as `user_id`, on every node; returns how many here.
     pub fn terminate_user(&self, user_id: &str) -> usize {
+        if let Some(cluster) = &self.cluster {
+            cluster.terminate(&self.app.read().id, user_id);
+        }
+        self.terminate_local_user(user_id)
+    }
+
+    /// Closes this node's sockets signed in as `user_id`.
+    pub fn terminate_local_user(&self, user_id: &str) -> usize {
         self.users
             .get(user_id)
             .map(|sockets| {
@@ -818,42 +1059,50 @@ impl AppState {
             .unwrap_or(0)
     }
 
+    /// Counts for one channel, cluster-wide; `None` if no node has a subscriber.
     pub fn channel_stats(&self, channel: &str) -> Option<ChannelStats> {
-        self.channels.get(channel).map(|c| ChannelStats {
-            subscription_count: c.subscription_count(),
-            user_count: c.user_count(),
+        let local = self.channels.get(channel).map(|c| c.subscription_count()).unwrap_or(0);
+        let subscriptions = local + self.remote_subscriptions(channel).max(0) as usize;
+        (subscriptions > 0).then(|| ChannelStats {
+            subscription_count: subscriptions,
+            user_count: self.presence_user_ids(channel).len(),
         })
     }
 
-    /// Occupied channels whose name starts with `prefix`, sorted by name.
+    /// Occupied channels whose name starts with `prefix`, cluster-wide, sorted by name.
     pub fn occupied_channels(&self, prefix: &str) -> Vec<(Arc<str>, ChannelStats)> {
-        let mut out: Vec<_> = self
-            .channels
+        let mut merged: std::collections::BTreeMap<String, (usize, HashSet<String>)> = self
+            .cluster
             .iter()
-            .filter(|c| c.key().starts_with(prefix) && !c.subscribers.is_empty())
-            .map(|c| {
+            .flat_map(|c| c.remote_channels(&self.app.read().id))
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, (subs, users))| (name, (subs.max(0) as usize, users)))
+            .collect();
+        for c in self.channels.iter() {
+            if c.key().starts_with(prefix) && !c.subscribers.is_empty() {
+                let entry = merged.entry(c.key().to_string()).or_default();
+                entry.0 += c.subscription_count();
+                entry.1.extend(c.members.keys().map(|k| k.to_string()));
+            }
+        }
+        merged
+            .into_iter()
+            .filter(|(_, (subs, _))| *subs > 0)
+            .map(|(name, (subs, users))| {
                 (
-                    c.key().clone(),
+                    Arc::from(name),
                     ChannelStats {
-                        subscription_count: c.subscription_count(),
-                        user_count: c.user_count(),
+                        subscription_count: subs,
+                        user_count: users.len(),
                     },
                 )
             })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+            .collect()
     }
 
-    /// User ids present in a presence channel.
+    /// User ids present in a presence channel, cluster-wide, sorted.
     pub fn presence_user_ids(&self, channel: &str) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .channels
-            .get(channel)
-            .map(|c| c.members.keys().map(|k| k.to_string()).collect())
-            .unwrap_or_default();
-        ids.sort();
-        ids
+        self.all_members(channel).into_keys().collect()
     }
 
     pub fn connection_count(&self) -> usize {

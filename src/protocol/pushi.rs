@@ -81,7 +81,7 @@ pub fn member_event(added: bool, channel: &str, channel_data: &RawValue) -> Fram
 }
 
 /// Where a stored event came from and when: added to the message only when it was persisted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Stamp {
     pub mid: String,
     pub timestamp: f64,

@@ -108,9 +108,10 @@ impl Connection {
                 }
             }
         };
+        let state = self.state.clone();
         let reply = |ch: &crate::hub::channel::Channel| {
             Some(if channel.is_presence() {
-                ch.presence_frame(channel.as_str())
+                state.presence_frame(ch, channel.as_str())
             } else {
                 frames::subscription_succeeded(channel.as_str())
             })

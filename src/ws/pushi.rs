@@ -132,12 +132,14 @@ impl Connection {
         if channel.kind() == ChannelKind::Personal {
             return self.subscribe_personal(channel, presence).await;
         }
+        let state = self.state.clone();
         let reply = |ch: &crate::hub::channel::Channel| {
+            let members = state.pushi_members_with(ch, channel.as_str());
             Some(pushi::channel_reply(
                 pushi::SUBSCRIBED,
                 &ChannelView {
                     name: channel.as_str(),
-                    members: ch.pushi_members(),
+                    members: members.iter().map(|(id, d)| (&**id, &**d)).collect(),
                     alias: &[],
                     events: &[],
                 },
