@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::apps::{App, AppSettings, now_unix};
-use crate::hub::HubConfig;
 use crate::cluster::ClusterConfig;
+use crate::hub::HubConfig;
 use crate::notify::NotifyConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://pushi.db";
@@ -332,10 +332,20 @@ impl Config {
             .unwrap_or(false);
 
         let notify = notify_config(env)?;
-        let cluster = match flags.cluster.clone().or_else(|| env("PUSHI_CLUSTER")).or(file.cluster) {
+        let cluster = match flags
+            .cluster
+            .clone()
+            .or_else(|| env("PUSHI_CLUSTER"))
+            .or(file.cluster)
+        {
             Some(url) => {
                 let mut cluster = ClusterConfig::new(url);
-                if let Some(id) = flags.node_id.clone().or_else(|| env("PUSHI_NODE_ID")).or(file.node_id) {
+                if let Some(id) = flags
+                    .node_id
+                    .clone()
+                    .or_else(|| env("PUSHI_NODE_ID"))
+                    .or(file.node_id)
+                {
                     cluster.node_id = id;
                 }
                 if let Some(ns) = env("PUSHI_CLUSTER_NAMESPACE") {

@@ -44,10 +44,12 @@ async fn nodes(url: &str, ns: &str, n: usize) -> Vec<TestServer> {
         out.push(TestServer::start_with(move |c| c.cluster = Some(config)).await);
     }
     for _ in 0..100 {
-        if out
-            .iter()
-            .all(|s| s.running().cluster.as_ref().is_some_and(|c| c.peers().len() == n - 1))
-        {
+        if out.iter().all(|s| {
+            s.running()
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.peers().len() == n - 1)
+        }) {
             return out;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -61,7 +63,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..100 {
+    for _ in 0..200 {
         if check().await {
             return;
         }
@@ -111,7 +113,12 @@ async fn publishes_reach_every_node_once_with_exclusion(url: &str, ns: &str) {
     c.subscribe("news").await;
     c2.subscribe("news").await;
     eventually("subscriptions replicated", || async {
-        n[0].running().hub.state(&n[0].app.clone().into()).channel_stats("news").map(|s| s.subscription_count) == Some(3)
+        n[0].running()
+            .hub
+            .state(&n[0].app.clone().into())
+            .channel_stats("news")
+            .map(|s| s.subscription_count)
+            == Some(3)
     })
     .await;
     let path = format!("/apps/{}/events", n[0].app.id);
@@ -133,23 +140,39 @@ async fn client_events_cross_nodes_without_echo(url: &str, ns: &str) {
     a.subscribe_signed(&n[0], "private-chat").await;
     b.subscribe_signed(&n[1], "private-chat").await;
     eventually("both subscribed", || async {
-        n[0].running().hub.state(&n[0].app.clone().into()).channel_stats("private-chat").map(|s| s.subscription_count) == Some(2)
+        n[0].running()
+            .hub
+            .state(&n[0].app.clone().into())
+            .channel_stats("private-chat")
+            .map(|s| s.subscription_count)
+            == Some(2)
     })
     .await;
-    a.send(json!({"event": "client-typing", "channel": "private-chat", "data": {"who": "a"}})).await;
-    assert_eq!(b.recv_event("client-typing").await["data"], json!({"who": "a"}));
+    a.send(json!({"event": "client-typing", "channel": "private-chat", "data": {"who": "a"}}))
+        .await;
+    assert_eq!(
+        b.recv_event("client-typing").await["data"],
+        json!({"who": "a"})
+    );
     a.expect_silence(300).await;
 }
 
 async fn presence_is_one_member_per_user_cluster_wide(url: &str, ns: &str) {
     let n = nodes(url, ns, 2).await;
     let mut alice = n[0].connect().await;
-    alice.join_presence(&n[0], "presence-room", "alice", json!({"name": "A"})).await;
-    eventually("alice replicated", || async { users(&n[1], "presence-room").await == json!([{"id": "alice"}]) }).await;
+    alice
+        .join_presence(&n[0], "presence-room", "alice", json!({"name": "A"}))
+        .await;
+    eventually("alice replicated", || async {
+        users(&n[1], "presence-room").await == json!([{"id": "alice"}])
+    })
+    .await;
 
     // Bob joins on the other node: he sees alice, alice sees him once.
     let mut bob = n[1].connect().await;
-    let joined = bob.join_presence(&n[1], "presence-room", "bob", json!({"name": "B"})).await;
+    let joined = bob
+        .join_presence(&n[1], "presence-room", "bob", json!({"name": "B"}))
+        .await;
     let data = parse_data(&joined);
     assert_eq!(data["presence"]["count"], 2, "{data}");
     assert_eq!(data["presence"]["hash"]["alice"]["name"], "A");
@@ -158,13 +181,28 @@ async fn presence_is_one_member_per_user_cluster_wide(url: &str, ns: &str) {
 
     // Alice's second socket, on node 1: still one member, nobody is told.
     let mut alice2 = n[1].connect().await;
-    alice2.join_presence(&n[1], "presence-room", "alice", json!({"name": "A"})).await;
+    alice2
+        .join_presence(&n[1], "presence-room", "alice", json!({"name": "A"}))
+        .await;
     bob.expect_silence(400).await;
     for node in &n {
-        eventually("two users from every node", || async { users(node, "presence-room").await.as_array().map(Vec::len) == Some(2) }).await;
+        eventually("two users from every node", || async {
+            users(node, "presence-room").await.as_array().map(Vec::len) == Some(2)
+        })
+        .await;
         let path = format!("/apps/{}/channels/presence-room", node.app.id);
-        let (_, info) = node.api("GET", &path, &[("info", "user_count,subscription_count")], None).await;
-        assert_eq!(info, json!({"occupied": true, "user_count": 2, "subscription_count": 3}));
+        let (_, info) = node
+            .api(
+                "GET",
+                &path,
+                &[("info", "user_count,subscription_count")],
+                None,
+            )
+            .await;
+        assert_eq!(
+            info,
+            json!({"occupied": true, "user_count": 2, "subscription_count": 3})
+        );
     }
 
     // Alice's first socket leaves: she is still there (node 1). Her last leaves: removed once.
@@ -191,7 +229,9 @@ async fn queries_answer_for_the_whole_cluster(url: &str, ns: &str) {
     a.subscribe("shared").await;
     let path = format!("/apps/{}/channels", n[2].app.id);
     eventually("channel list from a third node", || async {
-        let (_, list) = n[2].api("GET", &path, &[("info", "subscription_count")], None).await;
+        let (_, list) = n[2]
+            .api("GET", &path, &[("info", "subscription_count")], None)
+            .await;
         list == json!({"channels": {
             "only-on-0": {"subscription_count": 1},
             "only-on-1": {"subscription_count": 1},
@@ -213,10 +253,15 @@ async fn terminate_and_server_to_user_reach_every_node(url: &str, ns: &str) {
     u.signin(&n[1], &json!({"id": "user-9"})).await;
     u.subscribe("#server-to-user-user-9").await;
     eventually("subscription replicated", || async {
-        n[0].running().hub.state(&n[0].app.clone().into()).channel_stats("#server-to-user-user-9").is_some()
+        n[0].running()
+            .hub
+            .state(&n[0].app.clone().into())
+            .channel_stats("#server-to-user-user-9")
+            .is_some()
     })
     .await;
-    n[0].trigger("#server-to-user-user-9", "note", "from node 0").await;
+    n[0].trigger("#server-to-user-user-9", "note", "from node 0")
+        .await;
     assert_eq!(u.recv_event("note").await["data"], "from node 0");
     let path = format!("/apps/{}/users/user-9/terminate_connections", n[0].app.id);
     let (status, _) = n[0].api("POST", &path, &[], Some(&json!({}))).await;
@@ -234,7 +279,10 @@ async fn cache_channels_share_their_last_event(url: &str, ns: &str) {
     let mut late = n[1].connect().await;
     late.subscribe("cache-price").await;
     let replay = late.recv().await;
-    assert_eq!((replay["event"].clone(), replay["data"].clone()), (json!("price"), json!("42")));
+    assert_eq!(
+        (replay["event"].clone(), replay["data"].clone()),
+        (json!("price"), json!("42"))
+    );
 }
 
 /// A pushi process, killed with SIGKILL on drop if still running.
@@ -248,12 +296,26 @@ impl Drop for Process {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_node(url: &str, ns: &str, node: &str, port: u16, app: &pushi::apps::App) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_pushi"))
-        .args(["serve", "--port", &port.to_string(), "--database-url", "sqlite::memory:", "--cluster", url, "--node-id", node])
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--database-url",
+            "sqlite::memory:",
+            "--cluster",
+            url,
+            "--node-id",
+            node,
+        ])
         .env("PUSHI_APP_ID", &app.id)
         .env("PUSHI_APP_KEY", &app.key)
         .env("PUSHI_APP_SECRET", &app.secret)
@@ -281,28 +343,56 @@ async fn a_killed_node_is_forgotten_within_the_bound(url: &str, ns: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Connect to the victim process as alice.
-    let mut alice = common::Client::open(&format!("ws://127.0.0.1:{port}/app/{}?protocol=7", survivor.app.key)).await;
+    let mut alice = common::Client::open(&format!(
+        "ws://127.0.0.1:{port}/app/{}?protocol=7",
+        survivor.app.key
+    ))
+    .await;
     let established = alice.recv_event("pusher:connection_established").await;
-    alice.socket_id = parse_data(&established)["socket_id"].as_str().unwrap().to_owned();
-    alice.join_presence(&survivor, "presence-room", "alice", json!({})).await;
+    alice.socket_id = parse_data(&established)["socket_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .join_presence(&survivor, "presence-room", "alice", json!({}))
+        .await;
     let mut bob = survivor.connect().await;
-    let joined = bob.join_presence(&survivor, "presence-room", "bob", json!({})).await;
+    let joined = bob
+        .join_presence(&survivor, "presence-room", "bob", json!({}))
+        .await;
     if parse_data(&joined)["presence"]["count"] != 2 {
-        eventually("alice replicated", || async { users(&survivor, "presence-room").await.as_array().map(Vec::len) == Some(2) }).await;
+        eventually("alice replicated", || async {
+            users(&survivor, "presence-room")
+                .await
+                .as_array()
+                .map(Vec::len)
+                == Some(2)
+        })
+        .await;
     }
     let killed_at = std::time::Instant::now();
     victim.0.kill().unwrap();
     victim.0.wait().unwrap();
     // The test's node timeout is 3 s (production default 10 s); allow a heartbeat or two more.
     let removed = loop {
-        let frame = bob.next(Duration::from_secs(6)).await.expect("member_removed after the node died");
+        let frame = bob
+            .next(Duration::from_secs(6))
+            .await
+            .expect("member_removed after the node died");
         if frame["event"] == "pusher_internal:member_removed" {
             break frame;
         }
     };
     assert_eq!(parse_data(&removed)["user_id"], "alice");
-    assert!(killed_at.elapsed() < Duration::from_secs(6), "{:?}", killed_at.elapsed());
-    assert_eq!(users(&survivor, "presence-room").await, json!([{"id": "bob"}]));
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(
+        users(&survivor, "presence-room").await,
+        json!([{"id": "bob"}])
+    );
 }
 
 /// A private broker the test may stop and start.
@@ -314,7 +404,11 @@ struct PrivateBroker {
 
 impl PrivateBroker {
     fn start(kind: &'static str, port: u16) -> Self {
-        let mut b = Self { kind, port, child: None };
+        let mut b = Self {
+            kind,
+            port,
+            child: None,
+        };
         b.resume();
         b
     }
@@ -326,7 +420,16 @@ impl PrivateBroker {
     fn resume(&mut self) {
         let child = match self.kind {
             "redis" => Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &self.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .stdout(Stdio::null())
                 .spawn(),
             _ => Command::new(nats_server())
@@ -360,11 +463,15 @@ impl Drop for PrivateBroker {
 }
 
 fn nats_server() -> String {
-    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "nats-server".into())
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .map(|p| p.to_string())
+    .unwrap_or_else(|| "nats-server".into())
 }
 
 async fn ready(node: &TestServer) -> u16 {
@@ -372,7 +479,11 @@ async fn ready(node: &TestServer) -> u16 {
 }
 
 async fn the_node_recovers_when_the_broker_returns(url: &str, ns: &str) {
-    let kind = if url.starts_with("redis") { "redis" } else { "nats" };
+    let kind = if url.starts_with("redis") {
+        "redis"
+    } else {
+        "nats"
+    };
     let mut broker = PrivateBroker::start(kind, free_port());
     let n = nodes(&broker.url(), ns, 2).await;
     let mut b = n[1].connect().await;
@@ -380,18 +491,30 @@ async fn the_node_recovers_when_the_broker_returns(url: &str, ns: &str) {
     assert_eq!(ready(&n[0]).await, 200);
 
     broker.pause();
-    eventually("ready turns 503 during the outage", || async { ready(&n[0]).await == 503 }).await;
+    eventually("ready turns 503 during the outage", || async {
+        ready(&n[0]).await == 503
+    })
+    .await;
     let path = format!("/apps/{}/channels", n[0].app.id);
-    let (status, body) = n[0].raw("GET", "/health/detailed", &[], String::new()).await;
+    let (status, body) = n[0]
+        .raw("GET", "/health/detailed", &[], String::new())
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["checks"]["cluster"]["status"], "error");
     let _ = path;
 
     broker.resume();
-    eventually("ready again after the broker returns", || async { ready(&n[0]).await == 200 && ready(&n[1]).await == 200 }).await;
+    eventually("ready again after the broker returns", || async {
+        ready(&n[0]).await == 200 && ready(&n[1]).await == 200
+    })
+    .await;
     // State is re-announced and publishes flow again, without restarting the nodes.
     eventually("node 0 sees node 1's subscriber again", || async {
-        n[0].running().hub.state(&n[0].app.clone().into()).channel_stats("after").is_some()
+        n[0].running()
+            .hub
+            .state(&n[0].app.clone().into())
+            .channel_stats("after")
+            .is_some()
     })
     .await;
     n[0].trigger("after", "back", "again").await;
@@ -405,7 +528,9 @@ async fn shared_postgres_store_sends_each_delivery_once() {
     let base = std::env::var("PUSHI_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("cluster_{}_{}", std::process::id(), uuid_suffix());
-    let mut admin = sqlx::PgConnection::connect(&base).await.expect("PostgreSQL reachable");
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("PostgreSQL reachable");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&mut admin)
         .await
@@ -441,17 +566,36 @@ async fn shared_postgres_store_sends_each_delivery_once() {
     }
     let token = n[0].pushi_login().await;
     let (status, _) = n[0]
-        .rest("POST", "/webs", &[], Some(&json!({"url": hook, "event": "orders"})), Some(&token))
+        .rest(
+            "POST",
+            "/webs",
+            &[],
+            Some(&json!({"url": hook, "event": "orders"})),
+            Some(&token),
+        )
         .await;
     assert_eq!(status, 200);
     // The session and the target are in the shared store: node 1 sees both.
     for i in 0..10 {
-        n[1].rest("POST", "/events", &[], Some(&json!({"data": format!("order {i}"), "channel": "orders"})), Some(&token))
-            .await;
+        n[1].rest(
+            "POST",
+            "/events",
+            &[],
+            Some(&json!({"data": format!("order {i}"), "channel": "orders"})),
+            Some(&token),
+        )
+        .await;
     }
-    eventually("ten deliveries", || async { hits.load(std::sync::atomic::Ordering::SeqCst) >= 10 }).await;
+    eventually("ten deliveries", || async {
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= 10
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 10, "each delivery sent once");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        10,
+        "each delivery sent once"
+    );
     drop(n);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&mut admin)

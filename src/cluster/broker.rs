@@ -26,7 +26,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Sends a message to every node (this one included).
     async fn publish(&self, payload: Vec<u8>) -> Result<(), String>;
     /// Receives until `stop`, reconnecting as needed.
-    async fn receive(self: Arc<Self>, events: mpsc::UnboundedSender<BrokerEvent>, stop: watch::Receiver<bool>);
+    async fn receive(
+        self: Arc<Self>,
+        events: mpsc::UnboundedSender<BrokerEvent>,
+        stop: watch::Receiver<bool>,
+    );
     fn connected(&self) -> bool;
     /// For logs: the URL without credentials.
     fn describe(&self) -> String;
@@ -39,7 +43,9 @@ pub async fn open(url: &str, namespace: &str) -> Result<Arc<dyn Broker>, String>
     } else if url.starts_with("nats://") || url.starts_with("tls://") {
         Ok(Arc::new(NatsBroker::connect(url, namespace).await?))
     } else {
-        Err(format!("unsupported cluster URL {url:?}: use redis://HOST:PORT or nats://HOST:PORT"))
+        Err(format!(
+            "unsupported cluster URL {url:?}: use redis://HOST:PORT or nats://HOST:PORT"
+        ))
     }
 }
 
@@ -47,7 +53,7 @@ pub async fn open(url: &str, namespace: &str) -> Result<Arc<dyn Broker>, String>
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Delay between reconnection attempts, doubling up to this.
-const MAX_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// Redis pub/sub on one channel per namespace.
 pub struct RedisBroker {
@@ -76,10 +82,13 @@ impl Broker for RedisBroker {
     async fn publish(&self, payload: Vec<u8>) -> Result<(), String> {
         let mut slot = self.publisher.lock().await;
         if slot.is_none() {
-            let conn = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection())
-                .await
-                .map_err(|_| "Redis connect timed out".to_owned())?
-                .map_err(|e| format!("Redis connect failed: {e}"))?;
+            let conn = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.client.get_multiplexed_async_connection(),
+            )
+            .await
+            .map_err(|_| "Redis connect timed out".to_owned())?
+            .map_err(|e| format!("Redis connect failed: {e}"))?;
             *slot = Some(conn);
         }
         let Some(conn) = slot.as_mut() else {
@@ -91,14 +100,19 @@ impl Broker for RedisBroker {
             .query_async(conn)
             .await;
         if let Err(e) = result {
+            // Reconnect on the next publish; `connected` belongs to the subscription, which
+            // notices an outage on its own.
             *slot = None;
-            self.connected.store(false, Ordering::Release);
             return Err(format!("Redis publish failed: {e}"));
         }
         Ok(())
     }
 
-    async fn receive(self: Arc<Self>, events: mpsc::UnboundedSender<BrokerEvent>, mut stop: watch::Receiver<bool>) {
+    async fn receive(
+        self: Arc<Self>,
+        events: mpsc::UnboundedSender<BrokerEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut retry = Duration::from_millis(100);
         while !*stop.borrow() {
             let session = async {
@@ -125,7 +139,7 @@ impl Broker for RedisBroker {
                                 None => break,
                             },
                             _ = probe.tick() => {
-                                let pong = tokio::time::timeout(PROBE_EVERY, sink.ping::<String>()).await;
+                                let pong = tokio::time::timeout(PROBE_EVERY, sink.ping::<redis::Value>()).await;
                                 if !matches!(pong, Ok(Ok(_))) {
                                     break;
                                 }
@@ -200,7 +214,11 @@ impl Broker for NatsBroker {
             .map_err(|e| format!("NATS publish failed: {e}"))
     }
 
-    async fn receive(self: Arc<Self>, events: mpsc::UnboundedSender<BrokerEvent>, mut stop: watch::Receiver<bool>) {
+    async fn receive(
+        self: Arc<Self>,
+        events: mpsc::UnboundedSender<BrokerEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut subscriber = loop {
             match self.client.subscribe(self.subject.clone()).await {
                 Ok(s) => break s,

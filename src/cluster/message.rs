@@ -37,6 +37,10 @@ pub enum Body {
     Terminate { app: String, user_id: String },
     /// The sender is shutting down: forget its state now.
     Leaving,
+    /// Answer me once you have sent everything before this (a barrier for queries).
+    Ping { id: u64 },
+    /// The answer to `to`'s ping `id`; it follows everything its sender sent before it.
+    Pong { id: u64, to: String },
 }
 
 /// One publish, as every other node replays it to its own sockets.
@@ -213,7 +217,10 @@ mod tests {
         state.apply(&join);
         state.apply(&join);
         state.apply(&leave);
-        assert_eq!(state.channel("1", "presence-a").unwrap().members["u"].sockets, 1);
+        assert_eq!(
+            state.channel("1", "presence-a").unwrap().members["u"].sockets,
+            1
+        );
         state.apply(&leave);
         assert!(state.apps.is_empty());
     }

@@ -78,9 +78,15 @@ pub trait ClusterView: Send + Sync {
     fn remote_members(&self, app: &str, channel: &str) -> BTreeMap<String, (String, String)>;
     /// Channels occupied on other nodes: name → (subscriptions, member user ids).
     fn remote_channels(&self, app: &str) -> HashMap<String, (i64, HashSet<String>)>;
-    fn publish(&self, publish: RemotePublish);
+    /// Sends a publish to the other nodes; resolves once the broker has it, so a client
+    /// told "published" can count on every node receiving it.
+    fn publish(&self, publish: RemotePublish) -> BoxFuture<'_, ()>;
     fn terminate(&self, app: &str, user_id: &str);
+    /// Resolves once every node has processed what it sent before (see [`Cluster::barrier`]).
+    fn barrier(&self) -> BoxFuture<'_, ()>;
 }
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 struct Replica {
     state: NodeState,
@@ -88,10 +94,22 @@ struct Replica {
     seq: u64,
 }
 
+/// A message for the send loop, and who to tell once the broker took it.
+type Outgoing = (Body, Option<tokio::sync::oneshot::Sender<()>>);
+
+/// A barrier waiting for pongs: the nodes still to answer, and who to wake.
+type Barrier = (HashSet<String>, tokio::sync::oneshot::Sender<()>);
+
+/// How long a query waits for the other nodes to answer its barrier.
+const BARRIER_TIMEOUT: Duration = Duration::from_millis(500);
+
 pub struct Cluster {
     pub config: ClusterConfig,
     broker: Arc<dyn Broker>,
-    outgoing: mpsc::UnboundedSender<Body>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// Barriers waiting for pongs: id → nodes still to answer, and who to wake.
+    barriers: parking_lot::Mutex<HashMap<u64, Barrier>>,
+    next_barrier: AtomicU64,
     replicas: RwLock<HashMap<String, Replica>>,
     hub: OnceLock<Weak<Hub>>,
     published: AtomicU64,
@@ -109,11 +127,13 @@ impl Cluster {
         stop: watch::Receiver<bool>,
     ) -> Result<(Arc<Self>, Vec<JoinHandle<()>>), String> {
         let broker = broker::open(&config.url, &config.namespace).await?;
-        let (outgoing, queue) = mpsc::unbounded_channel();
+        let (outgoing, queue) = mpsc::unbounded_channel::<Outgoing>();
         let cluster = Arc::new(Self {
             config,
             broker: broker.clone(),
             outgoing,
+            barriers: parking_lot::Mutex::new(HashMap::new()),
+            next_barrier: AtomicU64::new(1),
             replicas: RwLock::new(HashMap::new()),
             hub: OnceLock::new(),
             published: AtomicU64::new(0),
@@ -160,8 +180,50 @@ impl Cluster {
         }
     }
 
-    async fn send_loop(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Body>) {
-        while let Some(body) = queue.recv().await {
+    fn send(&self, body: Body) {
+        let _ = self.outgoing.send((body, None));
+    }
+
+    /// Sends `body` and waits until the broker took it (in order with everything else).
+    async fn send_and_wait(&self, body: Body) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.outgoing.send((body, Some(tx))).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Returns once every other node has processed everything it sent before this call
+    /// (bounded by [`BARRIER_TIMEOUT`]), so replicas are at least as fresh as any reply
+    /// a client got from another node. Queries of cluster-wide state call this first.
+    pub async fn barrier(&self) {
+        let peers: HashSet<String> = self.replicas.read().keys().cloned().collect();
+        if peers.is_empty() {
+            return;
+        }
+        let id = self.next_barrier.fetch_add(1, Ordering::AcqRel);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.barriers.lock().insert(id, (peers, tx));
+        self.send(Body::Ping { id });
+        let _ = tokio::time::timeout(BARRIER_TIMEOUT, rx).await;
+        self.barriers.lock().remove(&id);
+    }
+
+    fn pong(&self, from: &str, id: u64) {
+        let mut barriers = self.barriers.lock();
+        let done = match barriers.get_mut(&id) {
+            Some((waiting, _)) => {
+                waiting.remove(from);
+                waiting.is_empty()
+            }
+            None => false,
+        };
+        if done && let Some((_, tx)) = barriers.remove(&id) {
+            let _ = tx.send(());
+        }
+    }
+
+    async fn send_loop(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
+        while let Some((body, ack)) = queue.recv().await {
             let envelope = Envelope {
                 node: self.config.node_id.clone(),
                 seq: self.published.fetch_add(1, Ordering::AcqRel) + 1,
@@ -179,6 +241,9 @@ impl Cluster {
                 // Peers notice the gap in sequence numbers and ask for a snapshot.
                 metrics::counter!(BROKER_ERRORS).increment(1);
                 tracing::warn!(error = %e, "cluster message not sent");
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(());
             }
         }
     }
@@ -198,11 +263,13 @@ impl Cluster {
                     metrics::gauge!(CONNECTED).set(1.0);
                     // Re-announce after an outage, and ask the others for theirs.
                     self.send_snapshot();
-                    let _ = self.outgoing.send(Body::SyncRequest);
+                    self.send(Body::SyncRequest);
                 }
                 BrokerEvent::Disconnected => metrics::gauge!(CONNECTED).set(0.0),
                 BrokerEvent::Message(bytes) => match serde_json::from_slice::<Envelope>(&bytes) {
-                    Ok(envelope) if envelope.node != self.config.node_id => self.handle(envelope).await,
+                    Ok(envelope) if envelope.node != self.config.node_id => {
+                        self.handle(envelope).await
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "undecodable cluster message ignored"),
                 },
@@ -222,7 +289,7 @@ impl Cluster {
             if beats.is_multiple_of(self.config.snapshot_every.max(1)) {
                 self.send_snapshot();
             } else {
-                let _ = self.outgoing.send(Body::Heartbeat);
+                self.send(Body::Heartbeat);
             }
             self.reap();
             metrics::gauge!(NODES).set((self.replicas.read().len() + 1) as f64);
@@ -231,7 +298,7 @@ impl Cluster {
 
     fn send_snapshot(&self) {
         if let Some(hub) = self.hub() {
-            let _ = self.outgoing.send(Body::Snapshot(hub.local_share()));
+            self.send(Body::Snapshot(hub.local_share()));
         }
     }
 
@@ -280,7 +347,7 @@ impl Cluster {
             Body::Snapshot(state) => self.replace(&node, Some(state), seq),
             // A new or out-of-step node: ask for its whole state before trusting deltas.
             _ if gap => {
-                let _ = self.outgoing.send(Body::SyncRequest);
+                self.send(Body::SyncRequest);
                 if let Body::Publish(p) = body {
                     self.deliver(p).await;
                 }
@@ -298,17 +365,29 @@ impl Cluster {
                 tracing::info!(node = %node, "cluster node left");
                 self.replace(&node, None, 0);
             }
+            Body::Ping { id } => self.send(Body::Pong { id, to: node }),
+            Body::Pong { id, to } => {
+                if to == self.config.node_id {
+                    self.pong(&node, id);
+                }
+            }
         }
     }
 
     async fn deliver(&self, publish: RemotePublish) {
         if let Some(hub) = self.hub() {
-            hub.deliver_remote(publish);
+            hub.deliver_remote(publish).await;
         }
     }
 
     /// Whether `user_id` is a member anywhere: here or on any other node.
-    fn present_anywhere(&self, hub: Option<&Arc<Hub>>, app: &str, channel: &str, user_id: &str) -> bool {
+    fn present_anywhere(
+        &self,
+        hub: Option<&Arc<Hub>>,
+        app: &str,
+        channel: &str,
+        user_id: &str,
+    ) -> bool {
         self.remote_user_present(app, channel, user_id)
             || hub
                 .and_then(|h| h.existing_state(app))
@@ -348,7 +427,13 @@ impl Cluster {
                     channel_data,
                     ..
                 } => (user_info.clone(), channel_data.clone()),
-                _ => ("{}".to_owned(), format!(r#"{{"user_id":{}}}"#, serde_json::Value::from(user_id.clone()))),
+                _ => (
+                    "{}".to_owned(),
+                    format!(
+                        r#"{{"user_id":{}}}"#,
+                        serde_json::Value::from(user_id.clone())
+                    ),
+                ),
             };
             announce(hub.as_ref(), &app, &channel, after, &user_id, &info, &data);
         }
@@ -360,7 +445,10 @@ impl Cluster {
         let hub = self.hub();
         let old = {
             let replicas = self.replicas.read();
-            replicas.get(node).map(|r| r.state.clone()).unwrap_or_default()
+            replicas
+                .get(node)
+                .map(|r| r.state.clone())
+                .unwrap_or_default()
         };
         let new = state.clone().unwrap_or_default();
         // Members whose presence may change: those in either version.
@@ -369,7 +457,14 @@ impl Cluster {
             for (app, channels) in &version.apps {
                 for (channel, share) in channels {
                     for (user, m) in &share.members {
-                        candidates.push((app.clone(), channel.clone(), user.clone(), m.user_info.clone(), m.channel_data.clone(), which));
+                        candidates.push((
+                            app.clone(),
+                            channel.clone(),
+                            user.clone(),
+                            m.user_info.clone(),
+                            m.channel_data.clone(),
+                            which,
+                        ));
                     }
                 }
             }
@@ -407,7 +502,15 @@ impl Cluster {
 }
 
 /// Tells this node's subscribers of `channel` that `user_id` joined or left the cluster.
-fn announce(hub: Option<&Arc<Hub>>, app: &str, channel: &str, added: bool, user_id: &str, info: &str, data: &str) {
+fn announce(
+    hub: Option<&Arc<Hub>>,
+    app: &str,
+    channel: &str,
+    added: bool,
+    user_id: &str,
+    info: &str,
+    data: &str,
+) {
     let Some(state) = hub.and_then(|h| h.existing_state(app)) else {
         return;
     };
@@ -420,7 +523,7 @@ fn announce(hub: Option<&Arc<Hub>>, app: &str, channel: &str, added: bool, user_
 
 impl ClusterView for Cluster {
     fn changed(&self, change: Change) {
-        let _ = self.outgoing.send(Body::Change(change));
+        self.send(Body::Change(change));
     }
 
     fn remote_user_present(&self, app: &str, channel: &str, user_id: &str) -> bool {
@@ -466,14 +569,18 @@ impl ClusterView for Cluster {
         out
     }
 
-    fn publish(&self, publish: RemotePublish) {
-        let _ = self.outgoing.send(Body::Publish(publish));
+    fn publish(&self, publish: RemotePublish) -> BoxFuture<'_, ()> {
+        Box::pin(self.send_and_wait(Body::Publish(publish)))
     }
 
     fn terminate(&self, app: &str, user_id: &str) {
-        let _ = self.outgoing.send(Body::Terminate {
+        self.send(Body::Terminate {
             app: app.to_owned(),
             user_id: user_id.to_owned(),
         });
+    }
+
+    fn barrier(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Cluster::barrier(self))
     }
 }

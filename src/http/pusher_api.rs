@@ -131,6 +131,7 @@ async fn publish_event(
     if !info.any() {
         return Ok(None);
     }
+    ctx.hub.sync_cluster().await;
     let mut out = Map::new();
     for channel in &channels {
         out.insert(
@@ -239,7 +240,8 @@ async fn batch(State(ctx): State<ServerContext>, signed: Signed) -> ApiResult<Js
     }))
 }
 
-async fn channels(signed: Signed) -> ApiResult<Json<Value>> {
+async fn channels(State(ctx): State<ServerContext>, signed: Signed) -> ApiResult<Json<Value>> {
+    ctx.hub.sync_cluster().await;
     let prefix = signed.param("filter_by_prefix").unwrap_or("");
     let info = InfoRequest::parse(signed.param("info"))?;
     if info.user_count && !prefix.starts_with("presence-") {
@@ -268,6 +270,7 @@ async fn channel(
 ) -> ApiResult<Json<Value>> {
     let channel = channel_name(&name)?;
     let info = InfoRequest::parse(signed.param("info"))?;
+    ctx.hub.sync_cluster().await;
     if info.user_count && !channel.is_presence() {
         return Err(ApiError::bad_request(
             "info=user_count is only available for presence channels",
@@ -283,9 +286,11 @@ async fn channel(
 }
 
 async fn users(
+    State(ctx): State<ServerContext>,
     Path((_app_id, name)): Path<(String, String)>,
     signed: Signed,
 ) -> ApiResult<Json<Value>> {
+    ctx.hub.sync_cluster().await;
     let channel = channel_name(&name)?;
     if !channel.is_presence() {
         return Err(ApiError::bad_request(format!(

@@ -190,6 +190,14 @@ impl Hub {
         }
     }
 
+    /// In a cluster, waits until every node has processed what it sent before, so queries
+    /// of cluster-wide state see everything a client was already told. Free on one node.
+    pub async fn sync_cluster(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.barrier().await;
+        }
+    }
+
     /// The live state of an app, if any socket of it was ever seen on this node.
     pub fn existing_state(&self, app_id: &str) -> Option<Arc<AppState>> {
         self.states.get(app_id).map(|s| s.clone())
@@ -234,16 +242,24 @@ impl Hub {
         share
     }
 
-    /// Delivers a publish made on another node to this node's sockets.
-    pub fn deliver_remote(&self, remote: RemotePublish) {
-        let Some(state) = self.existing_state(&remote.app) else {
-            return;
-        };
+    /// Delivers a publish made on another node to this node's sockets (and keeps the last
+    /// event of cache channels, even before this node has any socket of the app).
+    pub async fn deliver_remote(&self, remote: RemotePublish) {
         let channels: Vec<ChannelName> = remote
             .channels
             .iter()
             .filter_map(|c| ChannelName::parse(c, protocol::channel::NameRules::Pushi).ok())
             .collect();
+        let state = match self.existing_state(&remote.app) {
+            Some(state) => state,
+            None if channels.iter().any(ChannelName::is_cache) => {
+                match self.apps.by_id(&remote.app).await {
+                    Ok(Some(app)) => self.state(&app),
+                    _ => return,
+                }
+            }
+            None => return,
+        };
         let publish = Publish {
             exclude: remote.exclude.as_deref().and_then(SocketId::parse),
             user_id: remote.user_id.as_deref(),
@@ -339,16 +355,18 @@ impl Hub {
             .await?;
         let sent = state.fan_out(publish, stamps.as_deref(), self.config.cache_ttl);
         if let Some(cluster) = &self.cluster {
-            cluster.publish(RemotePublish {
-                app: state.app().id.clone(),
-                channels: publish.channels.iter().map(|c| c.to_string()).collect(),
-                event: publish.event.to_owned(),
-                data: publish.data.to_owned(),
-                exclude: publish.exclude.map(|s| s.to_string()),
-                user_id: publish.user_id.map(str::to_owned),
-                extra: publish.extra.cloned().unwrap_or_default(),
-                stamps,
-            });
+            cluster
+                .publish(RemotePublish {
+                    app: state.app().id.clone(),
+                    channels: publish.channels.iter().map(|c| c.to_string()).collect(),
+                    event: publish.event.to_owned(),
+                    data: publish.data.to_owned(),
+                    exclude: publish.exclude.map(|s| s.to_string()),
+                    user_id: publish.user_id.map(str::to_owned),
+                    extra: publish.extra.cloned().unwrap_or_default(),
+                    stamps,
+                })
+                .await;
         }
         metrics::counter!(crate::metrics::EVENTS_PUBLISHED)
             .increment(publish.channels.len() as u64);
@@ -618,18 +636,26 @@ impl AppState {
     }
 
     /// Presence members cluster-wide: user id → (user_info, channel_data).
-    pub fn all_members(&self, channel: &str) -> std::collections::BTreeMap<String, (Arc<RawValue>, Arc<RawValue>)> {
+    pub fn all_members(
+        &self,
+        channel: &str,
+    ) -> std::collections::BTreeMap<String, (Arc<RawValue>, Arc<RawValue>)> {
         let mut out = std::collections::BTreeMap::new();
         if let Some(cluster) = &self.cluster {
             for (user, (info, data)) in cluster.remote_members(&self.app.read().id, channel) {
-                if let (Ok(info), Ok(data)) = (RawValue::from_string(info), RawValue::from_string(data)) {
+                if let (Ok(info), Ok(data)) =
+                    (RawValue::from_string(info), RawValue::from_string(data))
+                {
                     out.insert(user, (Arc::from(info), Arc::from(data)));
                 }
             }
         }
         if let Some(ch) = self.channels.get(channel) {
             for (user, m) in &ch.members {
-                out.insert(user.to_string(), (m.user_info.clone(), m.channel_data.clone()));
+                out.insert(
+                    user.to_string(),
+                    (m.user_info.clone(), m.channel_data.clone()),
+                );
             }
         }
         out
@@ -889,19 +915,30 @@ impl AppState {
             .cluster
             .iter()
             .flat_map(|c| c.remote_members(&self.app.read().id, channel))
-            .filter_map(|(user, (info, _))| RawValue::from_string(info).ok().map(|i| (user, Arc::from(i))))
+            .filter_map(|(user, (info, _))| {
+                RawValue::from_string(info)
+                    .ok()
+                    .map(|i| (user, Arc::from(i)))
+            })
             .collect();
         for (user, m) in &ch.members {
             members.insert(user.to_string(), m.user_info.clone());
         }
         let snapshot = frames::PresenceSnapshot {
-            members: members.iter().map(|(id, info)| (id.as_str(), &**info)).collect(),
+            members: members
+                .iter()
+                .map(|(id, info)| (id.as_str(), &**info))
+                .collect(),
         };
         frames::presence_subscription_succeeded(channel, &snapshot)
     }
 
     /// Pushi's members for a reply built under the channel's lock.
-    pub fn pushi_members_with(&self, ch: &Channel, channel: &str) -> Vec<(Arc<str>, Arc<RawValue>)> {
+    pub fn pushi_members_with(
+        &self,
+        ch: &Channel,
+        channel: &str,
+    ) -> Vec<(Arc<str>, Arc<RawValue>)> {
         if self.cluster.is_none() {
             return ch
                 .members
@@ -913,7 +950,11 @@ impl AppState {
             .cluster
             .iter()
             .flat_map(|c| c.remote_members(&self.app.read().id, channel))
-            .filter_map(|(user, (_, data))| RawValue::from_string(data).ok().map(|d| (Arc::from(user), Arc::from(d))))
+            .filter_map(|(user, (_, data))| {
+                RawValue::from_string(data)
+                    .ok()
+                    .map(|d| (Arc::from(user), Arc::from(d)))
+            })
             .collect();
         for (user, m) in &ch.members {
             out.insert(user.clone(), m.channel_data.clone());
@@ -1061,7 +1102,11 @@ impl AppState {
 
     /// Counts for one channel, cluster-wide; `None` if no node has a subscriber.
     pub fn channel_stats(&self, channel: &str) -> Option<ChannelStats> {
-        let local = self.channels.get(channel).map(|c| c.subscription_count()).unwrap_or(0);
+        let local = self
+            .channels
+            .get(channel)
+            .map(|c| c.subscription_count())
+            .unwrap_or(0);
         let subscriptions = local + self.remote_subscriptions(channel).max(0) as usize;
         (subscriptions > 0).then(|| ChannelStats {
             subscription_count: subscriptions,

@@ -66,21 +66,28 @@ esac
 [ "$run_node" = 1 ] && install_node
 [ "$run_python" = 1 ] && install_python
 
-# --- start the server --------------------------------------------------------------------------
+# --- start the server ---------------------------------------------------------------------------
+# With PUSHI_INTEROP_CLUSTER=redis://... or nats://..., two nodes of one cluster are started and
+# the clients are spread across them: WebSocket clients on node A, HTTP API calls on node B.
 WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/pushi-interop.XXXXXX")"
 SERVER_LOG="$WORKDIR/server.log"
-SERVER_PID=""
+SERVER_PIDS=()
 
 cleanup() {
   local rc=$?
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [ "$rc" != 0 ] && [ -f "$SERVER_LOG" ]; then
-    log "server log ($SERVER_LOG, last 200 lines):"
-    tail -n 200 "$SERVER_LOG" | sed 's/^/  | /' >&2
+  for pid in "${SERVER_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+  if [ "$rc" != 0 ]; then
+    for f in "$WORKDIR"/*.log; do
+      [ -f "$f" ] || continue
+      log "server log ($f, last 200 lines):"
+      tail -n 200 "$f" | sed 's/^/  | /' >&2
+    done
   fi
   rm -rf "$WORKDIR"
   exit "$rc"
@@ -88,13 +95,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Two distinct free loopback ports (bound together so they differ, then released).
-read -r HTTP_PORT WS_PORT < <(python3 - <<'PY'
+# Four distinct free loopback ports (bound together so they differ, then released).
+read -r HTTP_PORT WS_PORT OTHER_HTTP OTHER_WS < <(python3 - <<'PY'
 import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])
-a.close(); b.close()
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+for s in socks:
+    s.close()
 PY
 )
 
@@ -102,29 +111,47 @@ export PUSHI_HOST=127.0.0.1
 export PUSHI_HTTP_PORT="$HTTP_PORT" PUSHI_WS_PORT="$WS_PORT"
 export PUSHI_APP_ID=4242 PUSHI_APP_KEY=interopkey0123456789 PUSHI_APP_SECRET=interopsecret0123456
 
-log "starting $PUSHI_BIN (http $HTTP_PORT, ws $WS_PORT)"
-PUSHI_LOG="${PUSHI_LOG:-info}" "$PUSHI_BIN" serve \
-  --http-host 127.0.0.1 --http-port "$HTTP_PORT" \
-  --ws-host 127.0.0.1 --ws-port "$WS_PORT" \
-  --database-url "sqlite://$WORKDIR/pushi.db" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
-
-ready=0
-for _ in $(seq 300); do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    log "server exited before becoming ready"
-    exit 1
-  fi
-  if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$HTTP_PORT/health" 2>/dev/null; then
-    ready=1; break
-  fi
-  sleep 0.1
-done
-if [ "$ready" != 1 ]; then
-  log "server not ready after 30 s (GET /health)"
+# start_node NAME HTTP_PORT WS_PORT [extra args...]
+start_node() {
+  local name=$1 http=$2 ws=$3
+  shift 3
+  log "starting $name: $PUSHI_BIN (http $http, ws $ws) $*"
+  PUSHI_LOG="${PUSHI_LOG:-info}" "$PUSHI_BIN" serve \
+    --http-host 127.0.0.1 --http-port "$http" \
+    --ws-host 127.0.0.1 --ws-port "$ws" "$@" >"$WORKDIR/$name.log" 2>&1 &
+  SERVER_PIDS+=($!)
+  for _ in $(seq 300); do
+    if ! kill -0 "${SERVER_PIDS[-1]}" 2>/dev/null; then
+      log "$name exited before becoming ready"
+      exit 1
+    fi
+    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$http/health/ready" 2>/dev/null; then
+      log "$name ready"
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "$name not ready after 30 s (GET /health/ready)"
   exit 1
+}
+
+if [ -n "${PUSHI_INTEROP_CLUSTER:-}" ]; then
+  cluster=(--cluster "$PUSHI_INTEROP_CLUSTER")
+  export PUSHI_CLUSTER_NAMESPACE="interop-$$-$RANDOM"
+  start_node node-a "$OTHER_HTTP" "$WS_PORT" "${cluster[@]}" --node-id node-a \
+    --database-url "sqlite://$WORKDIR/a.db"
+  start_node node-b "$HTTP_PORT" "$OTHER_WS" "${cluster[@]}" --node-id node-b \
+    --database-url "sqlite://$WORKDIR/b.db"
+  for _ in $(seq 100); do
+    if curl -fsS --max-time 1 "http://127.0.0.1:$HTTP_PORT/health/detailed" 2>/dev/null | grep -q '"peers":\["node-a"\]'; then
+      log "cluster formed (WebSocket clients on node-a, HTTP API on node-b)"
+      break
+    fi
+    sleep 0.1
+  done
+else
+  start_node server "$HTTP_PORT" "$WS_PORT" --database-url "sqlite://$WORKDIR/pushi.db"
 fi
-log "server ready"
 
 # --- run the suites ----------------------------------------------------------------------------
 failed=()
