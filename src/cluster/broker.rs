@@ -25,6 +25,13 @@ pub enum BrokerEvent {
 pub trait Broker: Send + Sync + 'static {
     /// Sends a message to every node (this one included).
     async fn publish(&self, payload: Vec<u8>) -> Result<(), String>;
+    /// Sends several messages in order; engines that can pipeline do it in one round trip.
+    async fn publish_all(&self, payloads: Vec<Vec<u8>>) -> Result<(), String> {
+        for payload in payloads {
+            self.publish(payload).await?;
+        }
+        Ok(())
+    }
     /// Receives until `stop`, reconnecting as needed.
     async fn receive(
         self: Arc<Self>,
@@ -80,6 +87,10 @@ impl RedisBroker {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, payload: Vec<u8>) -> Result<(), String> {
+        self.publish_all(vec![payload]).await
+    }
+
+    async fn publish_all(&self, payloads: Vec<Vec<u8>>) -> Result<(), String> {
         let mut slot = self.publisher.lock().await;
         if slot.is_none() {
             let conn = tokio::time::timeout(
@@ -94,11 +105,11 @@ impl Broker for RedisBroker {
         let Some(conn) = slot.as_mut() else {
             return Err("no Redis connection".into());
         };
-        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(payload)
-            .query_async(conn)
-            .await;
+        let mut pipe = redis::pipe();
+        for payload in payloads {
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+        }
+        let result: redis::RedisResult<()> = pipe.query_async(conn).await;
         if let Err(e) = result {
             // Reconnect on the next publish; `connected` belongs to the subscription, which
             // notices an outage on its own.

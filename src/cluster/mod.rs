@@ -100,6 +100,9 @@ type Outgoing = (Body, Option<tokio::sync::oneshot::Sender<()>>);
 /// A barrier waiting for pongs: the nodes still to answer, and who to wake.
 type Barrier = (HashSet<String>, tokio::sync::oneshot::Sender<()>);
 
+/// Most messages sent in one broker round trip.
+const MAX_SEND_BATCH: usize = 256;
+
 /// How long a query waits for the other nodes to answer its barrier.
 const BARRIER_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -222,27 +225,31 @@ impl Cluster {
         }
     }
 
+    /// Sends queued messages in order, as many per round trip as are waiting.
     async fn send_loop(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
-        while let Some((body, ack)) = queue.recv().await {
-            let envelope = Envelope {
-                node: self.config.node_id.clone(),
-                seq: self.published.fetch_add(1, Ordering::AcqRel) + 1,
-                body,
-            };
-            // Serialised once, whatever the number of nodes.
-            let bytes = match serde_json::to_vec(&envelope) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode cluster message");
-                    continue;
+        let mut batch = Vec::new();
+        while queue.recv_many(&mut batch, MAX_SEND_BATCH).await > 0 {
+            let mut payloads = Vec::with_capacity(batch.len());
+            let mut acks = Vec::new();
+            for (body, ack) in batch.drain(..) {
+                let envelope = Envelope {
+                    node: self.config.node_id.clone(),
+                    seq: self.published.fetch_add(1, Ordering::AcqRel) + 1,
+                    body,
+                };
+                // Serialised once, whatever the number of nodes.
+                match serde_json::to_vec(&envelope) {
+                    Ok(bytes) => payloads.push(bytes),
+                    Err(e) => tracing::error!(error = %e, "cannot encode cluster message"),
                 }
-            };
-            if let Err(e) = self.broker.publish(bytes).await {
+                acks.extend(ack);
+            }
+            if let Err(e) = self.broker.publish_all(payloads).await {
                 // Peers notice the gap in sequence numbers and ask for a snapshot.
                 metrics::counter!(BROKER_ERRORS).increment(1);
-                tracing::warn!(error = %e, "cluster message not sent");
+                tracing::warn!(error = %e, "cluster messages not sent");
             }
-            if let Some(ack) = ack {
+            for ack in acks {
                 let _ = ack.send(());
             }
         }
