@@ -2,7 +2,6 @@
 # Cross-node figures of docs/scaling.md: subscribers on node A, HTTP publishes to node B.
 # usage: bench/cross_node.sh single|redis|nats PUSHI-BENCH-ARGS... (needs target/release/pushi and
 # pushi-bench; PUSHI_BENCH overrides its path)
-# usage: xbench.sh MODE(single|redis|nats) ARGS...
 MODE=$1; shift
 B="$(cd "$(dirname "$0")/.." && pwd)/target/release/pushi"
 export PUSHI_APP_ID=1 PUSHI_APP_KEY=benchkey PUSHI_APP_SECRET=benchsecret PUSHI_LOG=warn
@@ -16,5 +15,5 @@ case $MODE in
     WS=18201; HTTP=18202;;
 esac
 sleep 2
-${PUSHI_BENCH:-target/release/pushi-bench} --ws-port $WS --http-port $HTTP --app-id 1 --key benchkey --secret benchsecret --server-pid $P1 "$@"
+"${PUSHI_BENCH:-$(dirname "$B")/pushi-bench}" --ws-port $WS --http-port $HTTP --app-id 1 --key benchkey --secret benchsecret --server-pid $P1 "$@"
 kill $P1 $P2 2>/dev/null; wait 2>/dev/null
