@@ -53,8 +53,7 @@ impl fmt::Debug for SocketId {
 
 struct Shared {
     id: SocketId,
-    /// Frames waiting to be written. A plain deque allocates nothing until the first frame
-    /// and grows on demand, which keeps idle connections small.
+    /// Frames waiting to be written.
     queue: Mutex<Queue>,
     capacity: usize,
     /// 0 while open; otherwise the close code the connection task must send.
@@ -63,11 +62,43 @@ struct Shared {
     wake: Notify,
 }
 
+/// Frames waiting for one socket, oldest first. A socket usually has at most one frame waiting,
+/// so the first sits inline and the deque behind it only holds a burst's backlog; the deque's
+/// memory is given back as soon as the burst drains. An idle socket owns no queue memory.
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Frame>,
+    /// The oldest waiting frame. `None` implies `backlog` is empty.
+    head: Option<Frame>,
+    backlog: VecDeque<Frame>,
     /// The connection task is gone; frames would never be written.
     finished: bool,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.backlog.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    fn push(&mut self, frame: Frame) {
+        if self.head.is_none() {
+            self.head = Some(frame);
+        } else {
+            self.backlog.push_back(frame);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Frame> {
+        let frame = self.head.take()?;
+        self.head = self.backlog.pop_front();
+        if self.backlog.is_empty() && self.backlog.capacity() > 0 {
+            self.backlog = VecDeque::new();
+        }
+        Some(frame)
+    }
 }
 
 /// Cheap to clone; every channel a socket joined holds one.
@@ -111,8 +142,8 @@ impl SocketHandle {
             if queue.finished {
                 return false;
             }
-            if queue.frames.len() < self.0.capacity {
-                queue.frames.push_back(frame);
+            if queue.len() < self.0.capacity {
+                queue.push(frame);
                 drop(queue);
                 self.0.wake.notify_one();
                 return true;
@@ -153,7 +184,7 @@ impl SocketReceiver {
             if code != 0 {
                 return Work::Close(code);
             }
-            if !self.0.queue.lock().frames.is_empty() {
+            if !self.0.queue.lock().is_empty() {
                 return Work::Frames;
             }
             self.0.wake.notified().await;
@@ -162,24 +193,17 @@ impl SocketReceiver {
 
     /// The next queued frame, if any.
     pub fn pop(&self) -> Option<Frame> {
-        let mut queue = self.0.queue.lock();
-        let frame = queue.frames.pop_front();
-        if queue.frames.is_empty() && queue.frames.capacity() > IDLE_CAPACITY {
-            // A burst is over: give its memory back.
-            queue.frames.shrink_to(IDLE_CAPACITY);
-        }
-        frame
+        self.0.queue.lock().pop()
     }
 }
-
-/// Queue capacity kept after a burst drains.
-const IDLE_CAPACITY: usize = 4;
 
 impl Drop for SocketReceiver {
     fn drop(&mut self) {
         let mut queue = self.0.queue.lock();
-        queue.finished = true;
-        queue.frames = VecDeque::new();
+        *queue = Queue {
+            finished: true,
+            ..Queue::default()
+        };
     }
 }
 
@@ -199,6 +223,24 @@ mod tests {
         }
         assert_eq!(SocketId::parse("abc"), None);
         assert_eq!(SocketId::parse("1.x"), None);
+    }
+
+    #[test]
+    fn queue_keeps_order_and_releases_its_backlog() {
+        let mut queue = Queue::default();
+        for frame in ["1", "2", "3"] {
+            queue.push(Frame::from_static(frame));
+        }
+        assert_eq!(queue.len(), 3);
+        assert!(queue.backlog.capacity() > 0);
+        assert_eq!(queue.pop().as_deref(), Some("1"));
+        assert_eq!(queue.pop().as_deref(), Some("2"));
+        // The burst is over: the backlog's memory is gone while the last frame waits.
+        assert_eq!(queue.backlog.capacity(), 0);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.pop().as_deref(), Some("3"));
+        assert!(queue.is_empty());
+        assert_eq!(queue.pop(), None);
     }
 
     #[tokio::test]

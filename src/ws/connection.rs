@@ -119,118 +119,151 @@ impl RateWindow {
     }
 }
 
-pub(super) async fn run(hub: Arc<Hub>, app: Arc<App>, mut socket: WebSocket, dialect: Dialect) {
-    let state = hub.state(&app);
-    let (handle, queue) = match hub.connect(&state) {
-        Ok(pair) => pair,
-        Err(refusal) => {
-            tracing::info!(app_id = %app.id, code = refusal.code(), "websocket refused: {}", refusal.message());
-            super::refuse(socket, refusal.code(), refusal.message().to_owned()).await;
-            return;
-        }
-    };
-    let mut conn = Connection {
-        socket_id: handle.id().to_string(),
-        hub: hub.clone(),
-        state,
-        handle: handle.clone(),
-        dialect,
-        channels: HashSet::new(),
-        personal: HashMap::new(),
-        signed_in: None,
-        client_events: RateWindow::new(),
-    };
-    tracing::info!(app_id = %app.id, socket_id = %conn.socket_id, ?dialect, "connection opened");
-    let activity_timeout = hub.config.activity_timeout;
-    conn.send(frames::connection_established(
-        &conn.socket_id,
-        activity_timeout.as_secs(),
-    ));
-
-    let mut last_heard = Instant::now();
-    let mut pinged_at: Option<Instant> = None;
-    // One timer for the connection's life, moved only when its deadline changes.
-    let mut armed = last_heard + activity_timeout;
-    let timer = tokio::time::sleep_until(armed.into());
-    tokio::pin!(timer);
-    let close_code = loop {
-        let deadline = match pinged_at {
-            Some(at) => at + hub.config.pong_timeout,
-            None => last_heard + activity_timeout,
-        };
-        if deadline != armed {
-            armed = deadline;
-            timer.as_mut().reset(deadline.into());
-        }
-        tokio::select! {
-            biased;
-            work = queue.work() => match work {
-                Work::Close(code) => break Some(code),
-                Work::Frames => {
-                    if write_batch(&mut socket, &queue).await.is_err() {
-                        break None;
-                    }
-                }
-            },
-            message = socket.recv() => {
-                let Some(Ok(message)) = message else { break None };
-                last_heard = Instant::now();
-                pinged_at = None;
-                match message {
-                    // Boxed: the handlers' futures (store calls included) are large, and
-                    // inline they would make every idle connection's task that large.
-                    Message::Text(text) => match dialect {
-                        Dialect::Pusher => Box::pin(conn.handle_pusher(&text)).await,
-                        Dialect::Pushi => Box::pin(conn.handle_pushi(&text)).await,
-                    },
-                    Message::Binary(_) => conn.send_error(
-                        None,
-                        &crate::protocol::InboundError::Binary.to_string(),
-                    ),
-                    // Ping frames are answered by the WebSocket layer; both count as activity.
-                    Message::Ping(_) | Message::Pong(_) => {}
-                    Message::Close(_) => break None,
-                }
+/// The connection task. Written as a function returning an `async move` block rather than an
+/// `async fn`: an `async fn` moves its arguments into fresh locals, so its state machine would
+/// hold the 368-byte WebSocket twice for the connection's whole life. Every idle connection
+/// pays for this future's size, so rare paths (refusal, close, handlers) are boxed.
+pub(super) fn run(
+    hub: Arc<Hub>,
+    app: Arc<App>,
+    mut socket: WebSocket,
+    dialect: Dialect,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let state = hub.state(&app);
+        let (handle, queue) = match hub.connect(&state) {
+            Ok(pair) => pair,
+            Err(refusal) => {
+                tracing::info!(app_id = %app.id, code = refusal.code(), "websocket refused: {}", refusal.message());
+                Box::pin(super::refuse(
+                    socket,
+                    refusal.code(),
+                    refusal.message().to_owned(),
+                ))
+                .await;
+                return;
             }
-            _ = &mut timer => {
-                if pinged_at.is_some() {
-                    break Some(codes::PONG_NOT_RECEIVED);
-                }
-                // Pushi's clients do not know `pusher:ping` (pushi.js throws on it); a
-                // WebSocket ping frame is answered by every browser and client library.
-                match dialect {
-                    Dialect::Pusher => conn.send(frames::ping()),
-                    Dialect::Pushi => {
-                        if socket.send(Message::Ping(Default::default())).await.is_err() {
+        };
+        let mut conn = Connection {
+            socket_id: handle.id().to_string(),
+            hub: hub.clone(),
+            state,
+            handle: handle.clone(),
+            dialect,
+            channels: HashSet::new(),
+            personal: HashMap::new(),
+            signed_in: None,
+            client_events: RateWindow::new(),
+        };
+        tracing::info!(app_id = %app.id, socket_id = %conn.socket_id, ?dialect, "connection opened");
+        let activity_timeout = hub.config.activity_timeout;
+        conn.send(frames::connection_established(
+            &conn.socket_id,
+            activity_timeout.as_secs(),
+        ));
+
+        let mut last_heard = Instant::now();
+        let mut pinged_at: Option<Instant> = None;
+        // One timer for the connection's life, moved only when its deadline changes.
+        let mut armed = last_heard + activity_timeout;
+        let timer = tokio::time::sleep_until(armed.into());
+        tokio::pin!(timer);
+        let close_code = loop {
+            let deadline = match pinged_at {
+                Some(at) => at + hub.config.pong_timeout,
+                None => last_heard + activity_timeout,
+            };
+            if deadline != armed {
+                armed = deadline;
+                timer.as_mut().reset(deadline.into());
+            }
+            tokio::select! {
+                biased;
+                work = queue.work() => match work {
+                    Work::Close(code) => break Some(code),
+                    Work::Frames => {
+                        if write_batch(&mut socket, &queue).await.is_err() {
                             break None;
                         }
                     }
+                },
+                message = socket.recv() => {
+                    let Some(Ok(message)) = message else { break None };
+                    last_heard = Instant::now();
+                    pinged_at = None;
+                    if let Message::Close(_) = message {
+                        break None;
+                    }
+                    // Boxed: the handlers' futures (store calls included) are large, and inline
+                    // they would make every idle connection's task that large.
+                    Box::pin(conn.handle_message(message)).await;
                 }
-                pinged_at = Some(Instant::now());
+                _ = &mut timer => {
+                    if pinged_at.is_some() {
+                        break Some(codes::PONG_NOT_RECEIVED);
+                    }
+                    // Pushi's clients do not know `pusher:ping` (pushi.js throws on it); a
+                    // WebSocket ping frame is answered by every browser and client library.
+                    match dialect {
+                        Dialect::Pusher => conn.send(frames::ping()),
+                        Dialect::Pushi => {
+                            if socket.send(Message::Ping(Default::default())).await.is_err() {
+                                break None;
+                            }
+                        }
+                    }
+                    pinged_at = Some(Instant::now());
+                }
             }
-        }
-    };
-    if let Some(code) = close_code {
-        let reason = match code {
-            codes::GOING_AWAY => "server shutting down; reconnect",
-            codes::PONG_NOT_RECEIVED => "pong not received in time",
-            codes::OVER_CAPACITY => "client too slow: outbound queue overflowed",
-            codes::UNAUTHORIZED => "connection terminated",
-            _ => "closed by server",
         };
-        tracing::info!(socket_id = %conn.socket_id, code, reason, "closing connection");
-        Box::pin(super::close(&mut socket, code, reason)).await;
+        if let Some(code) = close_code {
+            let reason = match code {
+                codes::GOING_AWAY => "server shutting down; reconnect",
+                codes::PONG_NOT_RECEIVED => "pong not received in time",
+                codes::OVER_CAPACITY => "client too slow: outbound queue overflowed",
+                codes::UNAUTHORIZED => "connection terminated",
+                _ => "closed by server",
+            };
+            tracing::info!(socket_id = %conn.socket_id, code, reason, "closing connection");
+            Box::pin(super::close(&mut socket, code, reason)).await;
+        }
+        drop(conn);
     }
-    drop(conn);
+}
+
+impl Connection {
+    /// One message from the client (anything but a close).
+    async fn handle_message(&mut self, message: Message) {
+        match message {
+            Message::Text(text) => match self.dialect {
+                Dialect::Pusher => self.handle_pusher(&text).await,
+                Dialect::Pushi => self.handle_pushi(&text).await,
+            },
+            Message::Binary(_) => {
+                self.send_error(None, &crate::protocol::InboundError::Binary.to_string())
+            }
+            // Ping frames are answered by the WebSocket layer; both count as activity.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+        }
+    }
 }
 
 /// Writes what is queued (up to [`MAX_BATCH`] frames), then flushes once.
+///
+/// Written against the `Sink` poll methods rather than `feed(..).await`, so the future holds
+/// no frame or inner future of its own: it is part of every connection task's state.
 async fn write_batch(socket: &mut WebSocket, queue: &SocketReceiver) -> Result<(), axum::Error> {
-    for _ in 0..MAX_BATCH {
-        match queue.pop() {
-            Some(frame) => socket.feed(Message::Text(frame)).await?,
-            None => break,
+    let mut written = 0;
+    std::future::poll_fn(|cx| {
+        // A frame is popped only once the socket can take it, so none is dropped if the
+        // write side is full.
+        while written < MAX_BATCH {
+            std::task::ready!(socket.poll_ready_unpin(cx))?;
+            let Some(frame) = queue.pop() else { break };
+            socket.start_send_unpin(Message::Text(frame))?;
+            written += 1;
         }
-    }
-    socket.flush().await
+        socket.poll_flush_unpin(cx)
+    })
+    .await
 }

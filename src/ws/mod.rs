@@ -28,7 +28,7 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Read buffer per connection: small, because idle connections are the common case and
 /// tungstenite zero-fills the whole buffer before each read (so all of it is resident). Client
 /// messages are small; a larger one just takes several reads.
-const READ_BUFFER_BYTES: usize = 512;
+const READ_BUFFER_BYTES: usize = 256;
 
 /// Outgoing frames are coalesced up to this size before a write, so a burst of queued frames
 /// costs one syscall rather than one each.
