@@ -123,6 +123,7 @@ impl RateWindow {
 /// `async fn`: an `async fn` moves its arguments into fresh locals, so its state machine would
 /// hold the 368-byte WebSocket twice for the connection's whole life. Every idle connection
 /// pays for this future's size, so rare paths (refusal, close, handlers) are boxed.
+#[allow(clippy::manual_async_fn)] // deliberate: see above
 pub(super) fn run(
     hub: Arc<Hub>,
     app: Arc<App>,
