@@ -36,7 +36,12 @@ pub struct AppSettings {
     /// Accept Pushi's older channel signature, which does not cover `channel_data`.
     /// Only for apps migrating from Pushi.
     pub legacy_auth: bool,
-    /// Pusher-style app webhooks (channel and member events, client events, cache misses).
+    /// Pusher's subscription counting: tell a channel's subscribers (and the webhooks) how
+    /// many sockets are subscribed whenever that changes. Not for presence channels, which
+    /// have member events instead.
+    pub subscription_count: bool,
+    /// Pusher-style app webhooks (channel and member events, client events, cache misses,
+    /// subscription counts).
     pub webhooks: Vec<WebhookConfig>,
     /// Offline delivery credentials (Web Push, e-mail, Apple push).
     #[serde(flatten)]
@@ -48,7 +53,7 @@ pub struct AppSettings {
 pub struct WebhookConfig {
     pub url: String,
     /// Which events to send (`channel_occupied`, `channel_vacated`, `member_added`,
-    /// `member_removed`, `client_event`, `cache_miss`); empty means all.
+    /// `member_removed`, `client_event`, `cache_miss`, `subscription_count`); empty means all.
     #[serde(default)]
     pub event_types: Vec<String>,
 }
@@ -92,6 +97,7 @@ impl AppSettings {
             "max_presence_user_id_len": self.max_presence_user_id_len,
             "client_event_rate": self.client_event_rate,
             "legacy_auth": self.legacy_auth,
+            "subscription_count": self.subscription_count,
             "webhooks": self.webhooks,
             "vapid_key": d.vapid_key.is_some(),
             "vapid_email": d.vapid_email,
@@ -119,6 +125,7 @@ impl Default for AppSettings {
             max_presence_user_id_len: 128,
             client_event_rate: 10,
             legacy_auth: false,
+            subscription_count: false,
             webhooks: Vec::new(),
             delivery: DeliverySettings::default(),
         }

@@ -24,6 +24,22 @@ use crate::store::{self, Store};
 /// How long shutdown waits for sockets to close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How often changed subscription counts go out (Pusher's subscription counting): often
+/// enough to feel live, rarely enough that a crowd joining a channel is one message per
+/// subscriber per tick.
+const SUBSCRIPTION_COUNT_EVERY: Duration = Duration::from_millis(500);
+
+async fn send_subscription_counts(hub: Arc<Hub>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SUBSCRIPTION_COUNT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => hub.flush_subscription_counts(),
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub hub: Arc<Hub>,
@@ -105,6 +121,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             open_apps: config.open_apps,
         },
     };
+    tasks.push(tokio::spawn(send_subscription_counts(
+        hub.clone(),
+        stopped.clone(),
+    )));
     let router = http::router(ctx);
     for listener in std::iter::once(http_listener).chain(ws_listener) {
         let router = router.clone();

@@ -38,10 +38,26 @@ fn cluster_config(url: &str, ns: &str, node: &str) -> ClusterConfig {
 
 /// `n` nodes of one cluster, waiting until every node sees all the others.
 async fn nodes(url: &str, ns: &str, n: usize) -> Vec<TestServer> {
+    nodes_with(url, ns, n, |_| {}).await
+}
+
+/// [`nodes`], each node's configuration adjusted by `adjust` first.
+async fn nodes_with(
+    url: &str,
+    ns: &str,
+    n: usize,
+    adjust: fn(&mut pushi::config::Config),
+) -> Vec<TestServer> {
     let mut out = Vec::new();
     for i in 0..n {
         let config = cluster_config(url, ns, &format!("node-{i}"));
-        out.push(TestServer::start_with(move |c| c.cluster = Some(config)).await);
+        out.push(
+            TestServer::start_with(move |c| {
+                adjust(c);
+                c.cluster = Some(config);
+            })
+            .await,
+        );
     }
     for _ in 0..100 {
         if out.iter().all(|s| {
@@ -100,6 +116,7 @@ both_brokers!(
     queries_answer_for_the_whole_cluster,
     terminate_and_server_to_user_reach_every_node,
     cache_channels_share_their_last_event,
+    subscription_counts_are_cluster_wide,
     a_killed_node_is_forgotten_within_the_bound,
     the_node_recovers_when_the_broker_returns,
 );
@@ -326,6 +343,35 @@ fn spawn_node(url: &str, ns: &str, node: &str, port: u16, app: &pushi::apps::App
         .spawn()
         .expect("pushi starts");
     Process(child)
+}
+
+/// Reads `pusher_internal:subscription_count` events until one carries `expected`.
+async fn count_reaches(client: &mut common::Client, expected: u64) {
+    loop {
+        let frame = client
+            .recv_event("pusher_internal:subscription_count")
+            .await;
+        if parse_data(&frame)["subscription_count"] == expected {
+            return;
+        }
+    }
+}
+
+async fn subscription_counts_are_cluster_wide(url: &str, ns: &str) {
+    let n = nodes_with(url, ns, 2, |c| {
+        c.static_apps[0].settings.subscription_count = true
+    })
+    .await;
+    let mut a = n[0].connect().await;
+    a.subscribe("counted").await;
+    count_reaches(&mut a, 1).await;
+    let mut b = n[1].connect().await;
+    b.subscribe("counted").await;
+    // Each node tells its own subscribers the cluster-wide count.
+    count_reaches(&mut b, 2).await;
+    count_reaches(&mut a, 2).await;
+    drop(b);
+    count_reaches(&mut a, 1).await;
 }
 
 async fn a_killed_node_is_forgotten_within_the_bound(url: &str, ns: &str) {

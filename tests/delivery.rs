@@ -381,6 +381,55 @@ async fn pusher_app_webhooks_are_signed_batched_and_hold_leaves() {
 }
 
 #[tokio::test]
+async fn subscription_count_webhooks_report_the_count_once_per_change() {
+    let (receiver, addr) = Receiver::start(&[]).await;
+    let url = format!("http://{addr}/pusher");
+    let server = TestServer::start_with(|c| {
+        fast_retries(c);
+        let settings = &mut c.static_apps[0].settings;
+        settings.subscription_count = true;
+        settings.webhooks = vec![pushi::apps::WebhookConfig {
+            url: url.clone(),
+            event_types: vec!["subscription_count".into()],
+        }];
+    })
+    .await;
+    let mut a = server.connect().await;
+    a.subscribe("counted").await;
+    a.recv_event("pusher_internal:subscription_count").await;
+    let mut b = server.connect().await;
+    b.subscribe("counted").await;
+    b.recv_event("pusher_internal:subscription_count").await;
+
+    let mut counts = Vec::new();
+    for _ in 0..60 {
+        counts = receiver
+            .bodies()
+            .iter()
+            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+            .collect();
+        if counts.iter().any(|e| e["subscription_count"] == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only the configured event type, and the counts as they changed.
+    assert!(
+        counts.iter().all(|e| e["name"] == "subscription_count"),
+        "{counts:?}"
+    );
+    assert!(
+        counts.iter().all(|e| e["channel"] == "counted"),
+        "{counts:?}"
+    );
+    let seen: Vec<i64> = counts
+        .iter()
+        .filter_map(|e| e["subscription_count"].as_i64())
+        .collect();
+    assert_eq!(seen, [1, 2]);
+}
+
+#[tokio::test]
 async fn direct_webhook_messaging_reports_each_target() {
     let server = TestServer::start_with(fast_retries).await;
     let token = server.pushi_login().await;

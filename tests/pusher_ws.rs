@@ -546,3 +546,51 @@ async fn graceful_shutdown_closes_sockets_with_4200() {
     server.shutdown().await;
     assert_eq!(closing.await.unwrap(), Some(4200));
 }
+
+/// Pusher's subscription counting, for an app that turns it on.
+#[tokio::test]
+async fn subscription_counts_reach_subscribers_when_the_app_counts() {
+    let server =
+        TestServer::start_with(|c| c.static_apps[0].settings.subscription_count = true).await;
+    let count = |frame: &serde_json::Value| parse_data(frame)["subscription_count"].clone();
+
+    let mut a = server.connect().await;
+    a.subscribe("counted").await;
+    let first = a.recv_event("pusher_internal:subscription_count").await;
+    assert_eq!(first["channel"], "counted");
+    assert_eq!(count(&first), json!(1));
+
+    let mut b = server.connect().await;
+    b.subscribe("counted").await;
+    assert_eq!(
+        count(&a.recv_event("pusher_internal:subscription_count").await),
+        json!(2)
+    );
+    assert_eq!(
+        count(&b.recv_event("pusher_internal:subscription_count").await),
+        json!(2)
+    );
+
+    // A disconnect counts as leaving.
+    drop(b);
+    assert_eq!(
+        count(&a.recv_event("pusher_internal:subscription_count").await),
+        json!(1)
+    );
+
+    // Presence channels have member events instead.
+    let mut p = server.connect().await;
+    p.join_presence(&server, "presence-room", "u1", json!({}))
+        .await;
+    p.expect_silence(1200).await;
+}
+
+#[tokio::test]
+async fn subscription_counts_stay_off_by_default() {
+    let server = TestServer::start().await;
+    let mut a = server.connect().await;
+    a.subscribe("uncounted").await;
+    let mut b = server.connect().await;
+    b.subscribe("uncounted").await;
+    a.expect_silence(1200).await;
+}

@@ -417,6 +417,11 @@ impl Cluster {
             } => Some((app.clone(), channel.clone(), user_id.clone())),
             Change::Subscriptions { .. } => None,
         };
+        if let Change::Subscriptions { app, channel, .. } = &change
+            && let Some(state) = hub.as_ref().and_then(|h| h.existing_state(app))
+        {
+            state.subscription_count_changed(channel, false);
+        }
         let before = member
             .as_ref()
             .map(|(a, c, u)| self.present_anywhere(hub.as_ref(), a, c, u));
@@ -498,11 +503,37 @@ impl Cluster {
                 }
             }
         }
+        notice_count_changes(hub.as_ref(), &old, &new);
         let mut announced = HashSet::new();
         for ((app, channel, user, info, data, _), was) in candidates.iter().zip(before) {
             let now = self.present_anywhere(hub.as_ref(), app, channel, user);
             if was != now && announced.insert((app.clone(), channel.clone(), user.clone())) {
                 announce(hub.as_ref(), app, channel, now, user, info, data);
+            }
+        }
+    }
+}
+
+/// Subscription counting: marks every channel whose count differs between two versions of a
+/// node's share (a snapshot that healed a gap, a node that died).
+fn notice_count_changes(hub: Option<&Arc<Hub>>, old: &NodeState, new: &NodeState) {
+    let Some(hub) = hub else { return };
+    let count = |state: &NodeState, app: &str, channel: &str| {
+        state
+            .apps
+            .get(app)
+            .and_then(|channels| channels.get(channel))
+            .map_or(0, |share| share.subscriptions)
+    };
+    for (version, other) in [(old, new), (new, old)] {
+        for (app, channels) in &version.apps {
+            let Some(state) = hub.existing_state(app) else {
+                continue;
+            };
+            for (channel, share) in channels {
+                if share.subscriptions != count(other, app, channel) {
+                    state.subscription_count_changed(channel, false);
+                }
             }
         }
     }

@@ -382,6 +382,9 @@ fn apply_settings(settings: &mut AppSettings, fields: &Fields) -> ApiResult<()> 
     if let Some(v) = fields.flag("legacy_auth") {
         settings.legacy_auth = v;
     }
+    if let Some(v) = fields.flag("subscription_count") {
+        settings.subscription_count = v;
+    }
     if let Some(v) = number("max_connections")? {
         settings.max_connections = u32::try_from(v).ok();
     }

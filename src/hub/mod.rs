@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -195,6 +195,14 @@ impl Hub {
     pub async fn sync_cluster(&self) {
         if let Some(cluster) = &self.cluster {
             cluster.barrier().await;
+        }
+    }
+
+    /// Sends the subscription counts that changed since the last call, in every app that
+    /// has subscription counting on. The server calls it on a short timer.
+    pub fn flush_subscription_counts(&self) {
+        for state in self.states.iter() {
+            state.flush_subscription_counts();
         }
     }
 
@@ -566,6 +574,9 @@ pub struct AppState {
     /// Watched user id → sockets whose sign-in watchlist names it.
     watchers: DashMap<Arc<str>, Vec<SocketHandle>>,
     cache: DashMap<Arc<str>, CachedEvent>,
+    /// Subscription counting: channels whose count changed since the last flush, and whether
+    /// a socket of this node changed it (only that node reports the webhook).
+    counts_changed: Mutex<HashMap<Arc<str>, bool>>,
     connections: AtomicUsize,
     hooks: Option<HookSender>,
     cluster: Option<Arc<dyn ClusterView>>,
@@ -586,6 +597,7 @@ impl AppState {
             users: DashMap::new(),
             watchers: DashMap::new(),
             cache: DashMap::new(),
+            counts_changed: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
         }
     }
@@ -661,6 +673,49 @@ impl AppState {
         out
     }
 
+    /// Subscription counting: notes that `channel`'s count changed, for the next
+    /// [`flush_subscription_counts`](Self::flush_subscription_counts). `here`: a socket of
+    /// this node subscribed or left (rather than another node's).
+    pub fn subscription_count_changed(&self, channel: &str, here: bool) {
+        if !self.app.read().settings.subscription_count
+            || !ChannelKind::of(channel).has_subscription_count()
+        {
+            return;
+        }
+        let mut changed = self.counts_changed.lock();
+        *changed.entry(Arc::from(channel)).or_default() |= here;
+    }
+
+    /// Sends each changed channel's cluster-wide count to its Pusher subscribers on this node
+    /// (`pusher_internal:subscription_count`) and, for changes made here, to the webhooks.
+    /// Called on a timer, so a crowd joining a channel costs one message per subscriber per
+    /// tick rather than one per join.
+    pub fn flush_subscription_counts(&self) {
+        let changed = std::mem::take(&mut *self.counts_changed.lock());
+        for (channel, here) in changed {
+            let local = self.channels.get(&channel).map(|c| {
+                let count = c.subscribers.len();
+                (c, count)
+            });
+            let here_count = local.as_ref().map_or(0, |(_, n)| *n as i64);
+            let count = (here_count + self.remote_subscriptions(&channel)).max(0) as u64;
+            if let Some((ch, _)) = local {
+                let frame = frames::subscription_count(&channel, count);
+                for sub in ch.subscribers.values() {
+                    if sub.dialect == Dialect::Pusher {
+                        sub.handle.send(frame.clone());
+                    }
+                }
+            }
+            if here {
+                self.report(|| HookEvent::SubscriptionCount {
+                    channel: channel.to_string(),
+                    subscription_count: count,
+                });
+            }
+        }
+    }
+
     /// Reports an event to the app's webhooks, if it has any. Never blocks.
     pub fn report(&self, event: impl FnOnce() -> HookEvent) {
         if let Some(hooks) = &self.hooks {
@@ -725,6 +780,7 @@ impl AppState {
             channel: channel.to_string(),
             delta: 1,
         });
+        self.subscription_count_changed(channel.as_str(), true);
         if let Some(join) = &presence {
             let new_here = ch.add_member(join);
             // Another node's socket of this user already made them a member.
@@ -773,6 +829,7 @@ impl AppState {
             channel: channel.to_string(),
             delta: -1,
         });
+        self.subscription_count_changed(channel.as_str(), true);
         if let Some(user_id) = &sub.user_id {
             self.share(|| crate::cluster::Change::Leave {
                 app: app_id.clone(),

@@ -50,6 +50,10 @@ pub enum HookEvent {
     CacheMiss {
         channel: String,
     },
+    SubscriptionCount {
+        channel: String,
+        subscription_count: u64,
+    },
 }
 
 impl HookEvent {
@@ -61,6 +65,7 @@ impl HookEvent {
             Self::MemberRemoved { .. } => "member_removed",
             Self::ClientEvent { .. } => "client_event",
             Self::CacheMiss { .. } => "cache_miss",
+            Self::SubscriptionCount { .. } => "subscription_count",
         }
     }
 
@@ -73,6 +78,14 @@ impl HookEvent {
             Self::MemberAdded { channel, user_id } | Self::MemberRemoved { channel, user_id } => {
                 json!({"name": self.name(), "channel": channel, "user_id": user_id})
             }
+            Self::SubscriptionCount {
+                channel,
+                subscription_count,
+            } => json!({
+                "name": self.name(),
+                "channel": channel,
+                "subscription_count": subscription_count,
+            }),
             Self::ClientEvent {
                 channel,
                 event,

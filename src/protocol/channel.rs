@@ -26,6 +26,33 @@ pub enum ChannelKind {
     Peer,
 }
 
+impl ChannelKind {
+    /// The kind a channel name denotes (names are classified by prefix).
+    pub fn of(n: &str) -> Self {
+        if n.starts_with(SERVER_TO_USER_PREFIX) {
+            Self::ServerToUser
+        } else if n.starts_with("private-encrypted-") {
+            Self::PrivateEncrypted
+        } else if n.starts_with("private-") {
+            Self::Private
+        } else if n.starts_with("presence-") {
+            Self::Presence
+        } else if n.starts_with("personal-") {
+            Self::Personal
+        } else if n.starts_with("peer-") {
+            Self::Peer
+        } else {
+            Self::Public
+        }
+    }
+
+    /// Whether Pusher's subscription counting covers this kind: presence channels have member
+    /// events instead, and a user's own channel has no audience to count.
+    pub fn has_subscription_count(self) -> bool {
+        !matches!(self, Self::Presence | Self::ServerToUser)
+    }
+}
+
 /// A validated channel name. Cheap to clone (shared string).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
@@ -77,22 +104,7 @@ impl ChannelName {
     }
 
     pub fn kind(&self) -> ChannelKind {
-        let n = self.as_str();
-        if n.starts_with(SERVER_TO_USER_PREFIX) {
-            ChannelKind::ServerToUser
-        } else if n.starts_with("private-encrypted-") {
-            ChannelKind::PrivateEncrypted
-        } else if n.starts_with("private-") {
-            ChannelKind::Private
-        } else if n.starts_with("presence-") {
-            ChannelKind::Presence
-        } else if n.starts_with("personal-") {
-            ChannelKind::Personal
-        } else if n.starts_with("peer-") {
-            ChannelKind::Peer
-        } else {
-            ChannelKind::Public
-        }
+        ChannelKind::of(self.as_str())
     }
 
     /// Cache channels keep their last event and replay it to new subscribers.

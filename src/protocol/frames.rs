@@ -163,6 +163,16 @@ pub fn member_removed(channel: &str, user_id: &str) -> Frame {
     event_frame("pusher_internal:member_removed", Some(channel), &data)
 }
 
+/// Pusher's subscription counting: how many sockets are subscribed to `channel`, cluster-wide.
+pub fn subscription_count(channel: &str, subscription_count: u64) -> Frame {
+    #[derive(Serialize)]
+    struct Data {
+        subscription_count: u64,
+    }
+    let data = encode(&Data { subscription_count });
+    event_frame("pusher_internal:subscription_count", Some(channel), &data)
+}
+
 /// An event on a channel. `data` is raw JSON: a string for HTTP triggers, whatever the sender
 /// sent for client events. `user_id` is set on client events in presence channels.
 pub fn channel_event(event: &str, channel: &str, data: &RawValue, user_id: Option<&str>) -> Frame {

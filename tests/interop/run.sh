@@ -110,6 +110,18 @@ PY
 export PUSHI_HOST=127.0.0.1
 export PUSHI_HTTP_PORT="$HTTP_PORT" PUSHI_WS_PORT="$WS_PORT"
 export PUSHI_APP_ID=4242 PUSHI_APP_KEY=interopkey0123456789 PUSHI_APP_SECRET=interopsecret0123456
+# A second app, declared in a TOML file, with Pusher's subscription counting turned on.
+export PUSHI_COUNTING_APP_ID=4243 PUSHI_COUNTING_APP_KEY=countingkey012345678
+export PUSHI_COUNTING_APP_SECRET=countingsecret012345
+cat >"$WORKDIR/pushi.toml" <<TOML
+[[apps]]
+id = "$PUSHI_COUNTING_APP_ID"
+key = "$PUSHI_COUNTING_APP_KEY"
+secret = "$PUSHI_COUNTING_APP_SECRET"
+name = "counting"
+subscription_count = true
+TOML
+export PUSHI_CONFIG="$WORKDIR/pushi.toml"
 
 # start_node NAME HTTP_PORT WS_PORT [extra args...]
 start_node() {

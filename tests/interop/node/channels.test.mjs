@@ -207,3 +207,38 @@ describe('private channels', () => {
     assert.equal(data.status, 401, JSON.stringify(data));
   });
 });
+
+describe('subscription counting', () => {
+  // The second app of run.sh has Pusher's subscription counting turned on.
+  const key = process.env.PUSHI_COUNTING_APP_KEY;
+  const count = (n) => (e) => e.event === 'pusher:subscription_count' && e.data.subscription_count === n;
+
+  test('subscribers get pusher:subscription_count as the count changes', { skip: !key }, async () => {
+    const name = uid('counted-');
+    const a = client({ key });
+    const ca = await subscribe(a, name);
+    await ca.rec.wait(count(1), 'count 1 on the first subscriber');
+    const b = client({ key });
+    const cb = await subscribe(b, name);
+    await ca.rec.wait(count(2), 'count 2 on the first subscriber');
+    await cb.rec.wait(count(2), 'count 2 on the second subscriber');
+    assert.equal(ca.subscriptionCount, 2);
+    const seen = ca.rec.events.length;
+    b.unsubscribe(name);
+    // The count of 1 that comes after the 2 (the recorder also holds the first one).
+    await ca.rec.wait(
+      (e) => count(1)(e) && ca.rec.events.indexOf(e) >= seen,
+      'count back to 1 after an unsubscribe',
+    );
+    assert.equal(ca.subscriptionCount, 1);
+  });
+
+  test('an app without it sends no count events', async () => {
+    const name = uid('uncounted-');
+    const a = client();
+    const ca = await subscribe(a, name);
+    await subscribe(client(), name);
+    await sleep(1200);
+    assert.equal(ca.rec.find((e) => e.event === 'pusher:subscription_count'), undefined);
+  });
+});
