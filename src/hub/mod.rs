@@ -693,13 +693,10 @@ impl AppState {
     pub fn flush_subscription_counts(&self) {
         let changed = std::mem::take(&mut *self.counts_changed.lock());
         for (channel, here) in changed {
-            let local = self.channels.get(&channel).map(|c| {
-                let count = c.subscribers.len();
-                (c, count)
-            });
-            let here_count = local.as_ref().map_or(0, |(_, n)| *n as i64);
+            let local = self.channels.get(&channel);
+            let here_count = local.as_ref().map_or(0, |c| c.subscribers.len() as i64);
             let count = (here_count + self.remote_subscriptions(&channel)).max(0) as u64;
-            if let Some((ch, _)) = local {
+            if let Some(ch) = local {
                 let frame = frames::subscription_count(&channel, count);
                 for sub in ch.subscribers.values() {
                     if sub.dialect == Dialect::Pusher {
