@@ -48,6 +48,24 @@ impl Receiver {
             .collect()
     }
 
+    /// Every Pusher webhook event received so far, once one of them satisfies `done` (or
+    /// after about three seconds, for the caller's assertions to report).
+    async fn hook_events_until(&self, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut events = Vec::new();
+        for _ in 0..60 {
+            events = self
+                .bodies()
+                .iter()
+                .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+                .collect();
+            if events.iter().any(&done) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        events
+    }
+
     async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Bytes)> {
         for _ in 0..200 {
             if self.requests.lock().unwrap().len() >= n {
@@ -354,18 +372,9 @@ async fn pusher_app_webhooks_are_signed_batched_and_hold_leaves() {
         .await;
     // A real leave is reported after the hold.
     drop(a);
-    let mut names = Vec::new();
-    for _ in 0..40 {
-        names = receiver
-            .bodies()
-            .iter()
-            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
-            .collect();
-        if names.iter().any(|e| e["name"] == "member_removed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let names = receiver
+        .hook_events_until(|e| e["name"] == "member_removed")
+        .await;
     let client_event = names
         .iter()
         .find(|e| e["name"] == "client_event")
@@ -401,18 +410,9 @@ async fn subscription_count_webhooks_report_the_count_once_per_change() {
     b.subscribe("counted").await;
     b.recv_event("pusher_internal:subscription_count").await;
 
-    let mut counts = Vec::new();
-    for _ in 0..60 {
-        counts = receiver
-            .bodies()
-            .iter()
-            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
-            .collect();
-        if counts.iter().any(|e| e["subscription_count"] == 2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let counts = receiver
+        .hook_events_until(|e| e["subscription_count"] == 2)
+        .await;
     // Only the configured event type, and the counts as they changed.
     assert!(
         counts.iter().all(|e| e["name"] == "subscription_count"),
