@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{TestServer, parse_data};
-use pushi::cluster::ClusterConfig;
+use pushi::cluster::{ClusterConfig, ClusterView};
 use serde_json::{Value, json};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
@@ -117,6 +117,7 @@ both_brokers!(
     terminate_and_server_to_user_reach_every_node,
     cache_channels_share_their_last_event,
     subscription_counts_are_cluster_wide,
+    watchlists_see_users_on_every_node,
     a_killed_node_is_forgotten_within_the_bound,
     the_node_recovers_when_the_broker_returns,
 );
@@ -374,6 +375,66 @@ async fn subscription_counts_are_cluster_wide(url: &str, ns: &str) {
     count_reaches(&mut a, 1).await;
 }
 
+/// The next watchlist event: its name and user ids.
+async fn watchlist_event(client: &mut common::Client) -> (String, Value) {
+    let frame = client.recv_event("pusher_internal:watchlist_events").await;
+    let event = parse_data(&frame)["events"][0].clone();
+    (
+        event["name"].as_str().unwrap_or_default().to_owned(),
+        event["user_ids"].clone(),
+    )
+}
+
+async fn watchlists_see_users_on_every_node(url: &str, ns: &str) {
+    let n = nodes(url, ns, 2).await;
+    let mut watcher = n[0].connect().await;
+    watcher
+        .signin(&n[0], &json!({"id": "w", "watchlist": ["friend"]}))
+        .await;
+
+    // The friend comes online on the other node.
+    let mut friend_b = n[1].connect().await;
+    friend_b.signin(&n[1], &json!({"id": "friend"})).await;
+    assert_eq!(
+        watchlist_event(&mut watcher).await,
+        ("online".into(), json!(["friend"]))
+    );
+
+    // A second socket of the friend, on the watcher's node, changes nothing; nor does the
+    // first one leaving while the second stays.
+    let mut friend_a = n[0].connect().await;
+    friend_a.signin(&n[0], &json!({"id": "friend"})).await;
+    drop(friend_b);
+    watcher.expect_silence(600).await;
+
+    // Someone signing in on the other node learns the friend is online (on this node).
+    let mut late = n[1].connect().await;
+    eventually("the friend's sign-in replicated", || async {
+        n[1].running()
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.remote_user_signed_in(&n[1].app.id, "friend"))
+    })
+    .await;
+    late.signin(&n[1], &json!({"id": "late", "watchlist": ["friend"]}))
+        .await;
+    assert_eq!(
+        watchlist_event(&mut late).await,
+        ("online".into(), json!(["friend"]))
+    );
+
+    // The friend's last socket leaves: offline, on both nodes.
+    drop(friend_a);
+    assert_eq!(
+        watchlist_event(&mut watcher).await,
+        ("offline".into(), json!(["friend"]))
+    );
+    assert_eq!(
+        watchlist_event(&mut late).await,
+        ("offline".into(), json!(["friend"]))
+    );
+}
+
 async fn a_killed_node_is_forgotten_within_the_bound(url: &str, ns: &str) {
     let survivor = TestServer::start_with({
         let config = cluster_config(url, ns, "survivor");
@@ -402,7 +463,10 @@ async fn a_killed_node_is_forgotten_within_the_bound(url: &str, ns: &str) {
     alice
         .join_presence(&survivor, "presence-room", "alice", json!({}))
         .await;
+    alice.signin(&survivor, &json!({"id": "alice"})).await;
     let mut bob = survivor.connect().await;
+    bob.signin(&survivor, &json!({"id": "bob", "watchlist": ["alice"]}))
+        .await;
     let joined = bob
         .join_presence(&survivor, "presence-room", "bob", json!({}))
         .await;
@@ -420,16 +484,26 @@ async fn a_killed_node_is_forgotten_within_the_bound(url: &str, ns: &str) {
     victim.0.kill().unwrap();
     victim.0.wait().unwrap();
     // The test's node timeout is 3 s (production default 10 s); allow a heartbeat or two more.
-    let removed = loop {
+    // Bob is told alice left the channel and, as her watcher, that she went offline.
+    let (mut removed, mut offline) = (None, None);
+    while removed.is_none() || offline.is_none() {
         let frame = bob
             .next(Duration::from_secs(6))
             .await
-            .expect("member_removed after the node died");
+            .expect("member_removed and watchlist offline after the node died");
         if frame["event"] == "pusher_internal:member_removed" {
-            break frame;
+            removed = Some(parse_data(&frame));
+        } else if frame["event"] == "pusher_internal:watchlist_events"
+            && parse_data(&frame)["events"][0]["name"] == "offline"
+        {
+            offline = Some(parse_data(&frame));
         }
-    };
-    assert_eq!(parse_data(&removed)["user_id"], "alice");
+    }
+    assert_eq!(removed.unwrap_or_default()["user_id"], "alice");
+    assert_eq!(
+        offline.unwrap_or_default()["events"][0]["user_ids"],
+        json!(["alice"])
+    );
     assert!(
         killed_at.elapsed() < Duration::from_secs(6),
         "{:?}",

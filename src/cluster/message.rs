@@ -82,6 +82,10 @@ pub enum Change {
         channel: String,
         user_id: String,
     },
+    /// A socket signed in as `user_id` (Pusher user authentication; for watchlists).
+    SignIn { app: String, user_id: String },
+    /// A signed-in socket of `user_id` closed.
+    SignOut { app: String, user_id: String },
 }
 
 /// A node's share of the cluster: per app and channel, how many of its sockets are
@@ -89,6 +93,9 @@ pub enum Change {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct NodeState {
     pub apps: HashMap<String, HashMap<String, ChannelShare>>,
+    /// Signed-in users per app: user id → how many of the node's sockets signed in as them.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub signed_in: HashMap<String, HashMap<String, i64>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -162,8 +169,33 @@ impl NodeState {
                     }
                 }
             }
+            Change::SignIn { app, user_id } => {
+                *self
+                    .signed_in
+                    .entry(app.clone())
+                    .or_default()
+                    .entry(user_id.clone())
+                    .or_default() += 1;
+            }
+            Change::SignOut { app, user_id } => {
+                if let Some(users) = self.signed_in.get_mut(app)
+                    && let Some(sockets) = users.get_mut(user_id)
+                {
+                    *sockets -= 1;
+                    if *sockets <= 0 {
+                        users.remove(user_id);
+                    }
+                }
+            }
         }
         self.apps.retain(|_, channels| !channels.is_empty());
+        self.signed_in.retain(|_, users| !users.is_empty());
+    }
+
+    pub fn is_signed_in(&self, app: &str, user_id: &str) -> bool {
+        self.signed_in
+            .get(app)
+            .is_some_and(|users| users.contains_key(user_id))
     }
 
     pub fn channel(&self, app: &str, channel: &str) -> Option<&ChannelShare> {
@@ -223,5 +255,20 @@ mod tests {
         );
         state.apply(&leave);
         assert!(state.apps.is_empty());
+    }
+
+    #[test]
+    fn sign_ins_count_sockets_per_user() {
+        let mut state = NodeState::default();
+        let user = |kind: fn(String, String) -> Change| kind("1".into(), "u".into());
+        let sign_in = |app, user_id| Change::SignIn { app, user_id };
+        let sign_out = |app, user_id| Change::SignOut { app, user_id };
+        state.apply(&user(sign_in));
+        state.apply(&user(sign_in));
+        state.apply(&user(sign_out));
+        assert!(state.is_signed_in("1", "u"));
+        state.apply(&user(sign_out));
+        assert!(!state.is_signed_in("1", "u"));
+        assert!(state.signed_in.is_empty());
     }
 }

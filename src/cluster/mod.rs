@@ -73,6 +73,8 @@ pub trait ClusterView: Send + Sync {
     /// This node's share changed.
     fn changed(&self, change: Change);
     fn remote_user_present(&self, app: &str, channel: &str, user_id: &str) -> bool;
+    /// Whether a socket on another node is signed in as `user_id`.
+    fn remote_user_signed_in(&self, app: &str, user_id: &str) -> bool;
     fn remote_subscriptions(&self, app: &str, channel: &str) -> i64;
     /// Members on other nodes: user id → (user_info, channel_data) as JSON text.
     fn remote_members(&self, app: &str, channel: &str) -> BTreeMap<String, (String, String)>;
@@ -401,6 +403,14 @@ impl Cluster {
                 .is_some_and(|s| s.local_user_present(channel, user_id))
     }
 
+    /// Whether any socket, on this node or another, is signed in as `user_id`.
+    fn signed_in_anywhere(&self, hub: Option<&Arc<Hub>>, app: &str, user_id: &str) -> bool {
+        self.remote_user_signed_in(app, user_id)
+            || hub
+                .and_then(|h| h.existing_state(app))
+                .is_some_and(|s| s.local_user_signed_in(user_id))
+    }
+
     fn apply_change(&self, node: &str, change: Change) {
         let hub = self.hub();
         let member = match &change {
@@ -415,7 +425,14 @@ impl Cluster {
                 channel,
                 user_id,
             } => Some((app.clone(), channel.clone(), user_id.clone())),
-            Change::Subscriptions { .. } => None,
+            Change::Subscriptions { .. } | Change::SignIn { .. } | Change::SignOut { .. } => None,
+        };
+        let signed_in = match &change {
+            Change::SignIn { app, user_id } | Change::SignOut { app, user_id } => {
+                let was = self.signed_in_anywhere(hub.as_ref(), app, user_id);
+                Some((app.clone(), user_id.clone(), was))
+            }
+            _ => None,
         };
         if let Change::Subscriptions { app, channel, .. } = &change
             && let Some(state) = hub.as_ref().and_then(|h| h.existing_state(app))
@@ -427,6 +444,14 @@ impl Cluster {
             .map(|(a, c, u)| self.present_anywhere(hub.as_ref(), a, c, u));
         if let Some(r) = self.replicas.write().get_mut(node) {
             r.state.apply(&change);
+        }
+        if let Some((app, user_id, was)) = signed_in {
+            let now = self.signed_in_anywhere(hub.as_ref(), &app, &user_id);
+            if was != now
+                && let Some(state) = hub.as_ref().and_then(|h| h.existing_state(&app))
+            {
+                state.announce_remote_user(&user_id, now);
+            }
         }
         let (Some((app, channel, user_id)), Some(before)) = (member, before) else {
             return;
@@ -485,6 +510,19 @@ impl Cluster {
             .iter()
             .map(|(a, c, u, ..)| self.present_anywhere(hub.as_ref(), a, c, u))
             .collect();
+        // Signed-in users whose online state may change (watchlists).
+        let users: HashSet<(String, String)> = [&old, &new]
+            .into_iter()
+            .flat_map(|v| &v.signed_in)
+            .flat_map(|(app, users)| users.keys().map(|u| (app.clone(), u.clone())))
+            .collect();
+        let users_before: Vec<((String, String), bool)> = users
+            .into_iter()
+            .map(|(app, user)| {
+                let was = self.signed_in_anywhere(hub.as_ref(), &app, &user);
+                ((app, user), was)
+            })
+            .collect();
         {
             let mut replicas = self.replicas.write();
             match state {
@@ -504,6 +542,14 @@ impl Cluster {
             }
         }
         notice_count_changes(hub.as_ref(), &old, &new);
+        for ((app, user), was) in users_before {
+            let now = self.signed_in_anywhere(hub.as_ref(), &app, &user);
+            if was != now
+                && let Some(state) = hub.as_ref().and_then(|h| h.existing_state(&app))
+            {
+                state.announce_remote_user(&user, now);
+            }
+        }
         let mut announced = HashSet::new();
         for ((app, channel, user, info, data, _), was) in candidates.iter().zip(before) {
             let now = self.present_anywhere(hub.as_ref(), app, channel, user);
@@ -570,6 +616,13 @@ impl ClusterView for Cluster {
                 .channel(app, channel)
                 .is_some_and(|c| c.members.contains_key(user_id))
         })
+    }
+
+    fn remote_user_signed_in(&self, app: &str, user_id: &str) -> bool {
+        self.replicas
+            .read()
+            .values()
+            .any(|r| r.state.is_signed_in(app, user_id))
     }
 
     fn remote_subscriptions(&self, app: &str, channel: &str) -> i64 {

@@ -246,6 +246,14 @@ impl Hub {
             if !channels.is_empty() {
                 share.apps.insert(state.key().clone(), channels);
             }
+            let users: HashMap<String, i64> = state
+                .users
+                .iter()
+                .map(|u| (u.key().to_string(), u.value().len() as i64))
+                .collect();
+            if !users.is_empty() {
+                share.signed_in.insert(state.key().clone(), users);
+            }
         }
         share
     }
@@ -1079,7 +1087,11 @@ impl AppState {
             sockets.push(handle.clone());
             sockets.len() == 1
         };
-        if first {
+        self.share(|| crate::cluster::Change::SignIn {
+            app: self.app.read().id.clone(),
+            user_id: user.user_id.to_string(),
+        });
+        if first && !self.remote_user_signed_in(&user.user_id) {
             self.notify_watchers(&user.user_id, "online");
         }
         for watched in &user.watchlist {
@@ -1091,7 +1103,7 @@ impl AppState {
         let online: Vec<&str> = user
             .watchlist
             .iter()
-            .filter(|w| self.users.contains_key(&***w))
+            .filter(|w| self.users.contains_key(&***w) || self.remote_user_signed_in(w))
             .map(|w| &**w)
             .collect();
         if !online.is_empty() {
@@ -1100,17 +1112,24 @@ impl AppState {
     }
 
     fn sign_out(&self, handle: &SocketHandle, user: &SignedIn) {
-        let last = match self.users.entry(user.user_id.clone()) {
+        let (removed, last) = match self.users.entry(user.user_id.clone()) {
             Entry::Occupied(mut e) => {
+                let before = e.get().len();
                 e.get_mut().retain(|h| !h.same_socket(handle));
-                let empty = e.get().is_empty();
-                if empty {
+                let after = e.get().len();
+                if after == 0 {
                     e.remove();
                 }
-                empty
+                (after < before, after == 0)
             }
-            Entry::Vacant(_) => false,
+            Entry::Vacant(_) => (false, false),
         };
+        if removed {
+            self.share(|| crate::cluster::Change::SignOut {
+                app: self.app.read().id.clone(),
+                user_id: user.user_id.to_string(),
+            });
+        }
         for watched in &user.watchlist {
             if let Entry::Occupied(mut e) = self.watchers.entry(watched.clone()) {
                 e.get_mut().retain(|h| !h.same_socket(handle));
@@ -1119,9 +1138,27 @@ impl AppState {
                 }
             }
         }
-        if last {
+        if last && !self.remote_user_signed_in(&user.user_id) {
             self.notify_watchers(&user.user_id, "offline");
         }
+    }
+
+    /// Whether a socket on this node is signed in as `user_id`.
+    pub fn local_user_signed_in(&self, user_id: &str) -> bool {
+        self.users.contains_key(user_id)
+    }
+
+    /// Whether a socket on another node is signed in as `user_id`.
+    fn remote_user_signed_in(&self, user_id: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.remote_user_signed_in(&self.app.read().id, user_id))
+    }
+
+    /// Another node's sockets made `user_id` come online or go offline cluster-wide: tell
+    /// this node's watchers.
+    pub fn announce_remote_user(&self, user_id: &str, online: bool) {
+        self.notify_watchers(user_id, if online { "online" } else { "offline" });
     }
 
     fn notify_watchers(&self, user_id: &str, what: &str) {
