@@ -85,6 +85,14 @@ async fn record(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> S
     StatusCode::from_u16(status).unwrap()
 }
 
+/// Points the test app's Pusher-style webhooks at `url`, for `event_types` (empty: all).
+fn app_webhook(c: &mut pushi::config::Config, url: &str, event_types: &[&str]) {
+    c.static_apps[0].settings.webhooks = vec![pushi::apps::WebhookConfig {
+        url: url.to_owned(),
+        event_types: event_types.iter().map(|t| t.to_string()).collect(),
+    }];
+}
+
 fn fast_retries(c: &mut pushi::config::Config) {
     c.notify.base_backoff = Duration::from_millis(50);
     c.notify.max_backoff = Duration::from_millis(200);
@@ -332,10 +340,7 @@ async fn pusher_app_webhooks_are_signed_batched_and_hold_leaves() {
     let url = format!("http://{addr}/pusher");
     let server = TestServer::start_with(|c| {
         fast_retries(c);
-        c.static_apps[0].settings.webhooks = vec![pushi::apps::WebhookConfig {
-            url: url.clone(),
-            event_types: vec![],
-        }];
+        app_webhook(c, &url, &[]);
     })
     .await;
     let mut a = server.connect().await;
@@ -395,12 +400,8 @@ async fn subscription_count_webhooks_report_the_count_once_per_change() {
     let url = format!("http://{addr}/pusher");
     let server = TestServer::start_with(|c| {
         fast_retries(c);
-        let settings = &mut c.static_apps[0].settings;
-        settings.subscription_count = true;
-        settings.webhooks = vec![pushi::apps::WebhookConfig {
-            url: url.clone(),
-            event_types: vec!["subscription_count".into()],
-        }];
+        c.static_apps[0].settings.subscription_count = true;
+        app_webhook(c, &url, &["subscription_count"]);
     })
     .await;
     let mut a = server.connect().await;

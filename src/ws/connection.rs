@@ -192,12 +192,18 @@ pub(super) fn run(
                     let Some(Ok(message)) = message else { break None };
                     last_heard = Instant::now();
                     pinged_at = None;
-                    if let Message::Close(_) = message {
-                        break None;
+                    match message {
+                        // Boxed: the handlers' futures (store calls included) are large, and inline
+                        // they would make every idle connection's task that large.
+                        Message::Text(text) => Box::pin(conn.handle_text(text)).await,
+                        Message::Binary(_) => conn.send_error(
+                            None,
+                            &crate::protocol::InboundError::Binary.to_string(),
+                        ),
+                        // Ping frames are answered by the WebSocket layer; both count as activity.
+                        Message::Ping(_) | Message::Pong(_) => {}
+                        Message::Close(_) => break None,
                     }
-                    // Boxed: the handlers' futures (store calls included) are large, and inline
-                    // they would make every idle connection's task that large.
-                    Box::pin(conn.handle_message(message)).await;
                 }
                 _ = &mut timer => {
                     if pinged_at.is_some() {
@@ -233,18 +239,12 @@ pub(super) fn run(
 }
 
 impl Connection {
-    /// One message from the client (anything but a close).
-    async fn handle_message(&mut self, message: Message) {
-        match message {
-            Message::Text(text) => match self.dialect {
-                Dialect::Pusher => self.handle_pusher(&text).await,
-                Dialect::Pushi => self.handle_pushi(&text).await,
-            },
-            Message::Binary(_) => {
-                self.send_error(None, &crate::protocol::InboundError::Binary.to_string())
-            }
-            // Ping frames are answered by the WebSocket layer; both count as activity.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+    /// One text message from the client, in the connection's dialect. Takes the text by
+    /// value so the connection task keeps none of it while the handler runs.
+    async fn handle_text(&mut self, text: axum::extract::ws::Utf8Bytes) {
+        match self.dialect {
+            Dialect::Pusher => self.handle_pusher(&text).await,
+            Dialect::Pushi => self.handle_pushi(&text).await,
         }
     }
 }
