@@ -5,8 +5,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::apps::{AppRegistry, AppSettings, NewApp};
+use crate::app::{AppSettings, NewApp};
 use crate::config::{Config, Flags, LogFormat, process_env};
+use crate::registry::AppRegistry;
 use crate::store::{self, Store};
 
 #[derive(Debug, Parser)]

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::apps::{App, AppSettings, now_unix};
+use crate::app::{App, AppSettings};
+use crate::clock::now_unix;
 use crate::cluster::ClusterConfig;
 use crate::hub::HubConfig;
 use crate::notify::NotifyConfig;

@@ -4,9 +4,10 @@
 //! and fans it out (the one publish path), [`store`] keeps what must survive restarts. See
 //! `docs/architecture.md` for the map.
 
-pub mod apps;
+pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod hub;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod ws;

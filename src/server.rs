@@ -13,12 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::apps::{AppRegistry, NewApp};
+use crate::app::NewApp;
 use crate::cluster::{Cluster, ClusterView};
 use crate::config::Config;
 use crate::http::{self, ServerContext};
 use crate::hub::Hub;
 use crate::protocol::codes;
+use crate::registry::AppRegistry;
 use crate::store::{self, Store};
 
 /// How long shutdown waits for sockets to close before giving up on them.

@@ -23,7 +23,7 @@ use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::Mutex;
-use pushi::apps::{App, AppSettings};
+use pushi::app::{App, AppSettings};
 use pushi::notify::apns::{self, ApnsAdapter};
 use pushi::notify::payload::{ApnPayload, to_json};
 use pushi::notify::{Adapter, DeliveryError, NotifyConfig};

@@ -321,7 +321,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_node(url: &str, ns: &str, node: &str, port: u16, app: &pushi::apps::App) -> Process {
+fn spawn_node(url: &str, ns: &str, node: &str, port: u16, app: &pushi::app::App) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_pushi"))
         .args([
             "serve",

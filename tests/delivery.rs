@@ -87,7 +87,7 @@ async fn record(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> S
 
 /// Points the test app's Pusher-style webhooks at `url`, for `event_types` (empty: all).
 fn app_webhook(c: &mut pushi::config::Config, url: &str, event_types: &[&str]) {
-    c.static_apps[0].settings.webhooks = vec![pushi::apps::WebhookConfig {
+    c.static_apps[0].settings.webhooks = vec![pushi::app::WebhookConfig {
         url: url.to_owned(),
         event_types: event_types.iter().map(|t| t.to_string()).collect(),
     }];

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pushi::apps::{App, AppSettings};
+use pushi::app::{App, AppSettings};
 use pushi::notify::email::{self, EmailAdapter};
 use pushi::notify::payload::{EmailPayload, SmtpOverride, to_json};
 use pushi::notify::{Adapter, DeliveryError, NotifyConfig};

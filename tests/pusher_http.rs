@@ -36,7 +36,7 @@ async fn stale_timestamps_and_tampered_bodies_are_refused() {
         ("auth_key".to_string(), server.app.key.clone()),
         (
             "auth_timestamp".to_string(),
-            (pushi::apps::now_unix() - 10_000).to_string(),
+            (pushi::clock::now_unix() - 10_000).to_string(),
         ),
         ("auth_version".to_string(), "1.0".to_string()),
         (
@@ -54,7 +54,7 @@ async fn stale_timestamps_and_tampered_bodies_are_refused() {
     assert!(err["message"].as_str().unwrap().contains("auth_timestamp"));
 
     let mut params = params[..3].to_vec();
-    params[1].1 = pushi::apps::now_unix().to_string();
+    params[1].1 = pushi::clock::now_unix().to_string();
     params.push(("body_md5".into(), pushi::auth::body_md5(b"something else")));
     let sig = pushi::auth::sign(
         &server.app.secret,

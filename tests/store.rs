@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use pushi::apps::{NewApp, now_unix};
+use pushi::app::NewApp;
+use pushi::clock::now_unix;
 use pushi::store::sql::SqlStore;
 use pushi::store::{
     DeliveryKind, DeliveryOutcome, DeliveryStatus, EventRecord, NewDelivery, NewEvent, NewTarget,

@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use p256::elliptic_curve::rand_core::{OsRng, RngCore as _};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use parking_lot::Mutex;
-use pushi::apps::{App, AppSettings};
+use pushi::app::{App, AppSettings};
 use pushi::notify::payload::{WebPushPayload, to_json};
 use pushi::notify::web_push::{self, WebPushAdapter};
 use pushi::notify::{Adapter, DeliveryError, NotifyConfig};

@@ -299,7 +299,7 @@ async fn vapid_key(State(ctx): State<ServerContext>, session: Session) -> ApiRes
             let mut app = (*session.app).clone();
             let key = web_push::generate_vapid_key();
             app.settings.delivery.vapid_key = Some(key.clone());
-            app.modified = crate::apps::now_unix();
+            app.modified = crate::clock::now_unix();
             let app = ctx.hub.apps.update(app).await?;
             ctx.hub.state(&app);
             tracing::info!(app_id = %app.id, "generated a VAPID key pair");

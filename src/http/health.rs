@@ -96,7 +96,7 @@ async fn detailed(State(ctx): State<ServerContext>) -> Json<Value> {
         "status": if ok { "ok" } else { "degraded" },
         "service": "pushi",
         "version": VERSION,
-        "timestamp": crate::apps::now_unix(),
+        "timestamp": crate::clock::now_unix(),
         "checks": {
             "database": database,
             "websocket": {"status": "ok", "connections": ctx.hub.live_sockets()},

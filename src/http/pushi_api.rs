@@ -18,7 +18,8 @@ use serde_json::{Map, Value, json};
 
 use super::ServerContext;
 use super::error::{ApiError, ApiResult};
-use crate::apps::{App, AppSettings, NewApp, now_unix};
+use crate::app::{App, AppSettings, NewApp};
+use crate::clock::now_unix;
 use crate::hub::{AppState, Publish, SocketId};
 use crate::protocol::channel::NameRules;
 use crate::protocol::{ChannelName, frames};

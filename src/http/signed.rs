@@ -12,8 +12,9 @@ use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 
 use super::ServerContext;
 use super::error::ApiError;
-use crate::apps::{App, now_unix};
+use crate::app::App;
 use crate::auth;
+use crate::clock::now_unix;
 use crate::hub::AppState;
 
 /// How far `auth_timestamp` may be from the server's clock.
@@ -172,7 +173,7 @@ fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::{AppSettings, random_hex64};
+    use crate::app::{AppSettings, random_hex64};
 
     fn app() -> App {
         App {

@@ -23,13 +23,14 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::apps::{App, AppRegistry};
+use crate::app::App;
 use crate::cluster::{ChannelShare, ClusterView, MemberShare, NodeState, RemotePublish};
 use crate::notify::matching::Notifier;
 use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::pushi::{self, Stamp};
 use crate::protocol::{self, ChannelKind, ChannelName, Dialect, codes};
+use crate::registry::AppRegistry;
 use crate::store::{NewEvent, StoreError};
 use channel::{Channel, DialectFrames, PresenceJoin, Subscriber};
 pub use socket::{SocketHandle, SocketId, SocketReceiver};
@@ -433,7 +434,7 @@ impl Hub {
             Some(extra) => extra,
             None => no_extra(),
         };
-        let timestamp = unix_seconds_f64();
+        let timestamp = crate::clock::now_unix_f64();
         let mut stamps = Vec::with_capacity(publish.channels.len());
         let mut events = Vec::with_capacity(publish.channels.len());
         for channel in publish.channels {
@@ -519,13 +520,6 @@ impl Hub {
     pub fn live_sockets(&self) -> usize {
         self.live_sockets.load(Ordering::Acquire)
     }
-}
-
-fn unix_seconds_f64() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// The size the payload limit applies to: a string's contents, or the raw JSON otherwise.

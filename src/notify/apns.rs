@@ -52,7 +52,7 @@
 //! is only base64url and JSON around it, as the Web Push adapter's VAPID token.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -67,7 +67,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::payload::{self, ApnPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, transport_error};
-use crate::apps::{App, DeliverySettings};
+use crate::app::{App, DeliverySettings};
 use crate::store::DeliveryRecord;
 
 /// Apple's production endpoint.
@@ -259,8 +259,8 @@ impl ApnsAdapter {
         {
             return Ok(cached.jwt.clone());
         }
-        let jwt =
-            provider_jwt(key_pem, key_id, team_id, unix_now()).map_err(DeliveryError::Permanent)?;
+        let jwt = provider_jwt(key_pem, key_id, team_id, crate::clock::now_unix() as u64)
+            .map_err(DeliveryError::Permanent)?;
         tokens.insert(
             app_id.to_owned(),
             CachedToken {
@@ -291,13 +291,6 @@ impl ApnsAdapter {
             })
             .trim_end_matches('/')
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Reads an APNs `.p8` key: PKCS#8 PEM as Apple issues it, or SEC1 (`EC PRIVATE KEY`) PEM.
@@ -394,7 +387,7 @@ impl Adapter for ApnsAdapter {
 
         let client = self.client(&auth)?;
         let url = format!("{}/3/device/{token}", self.base_url(app, apn.sandbox));
-        let expiration = unix_now() + EXPIRATION.as_secs();
+        let expiration = crate::clock::now_unix() as u64 + EXPIRATION.as_secs();
         let mut request = client
             .post(&url)
             .header("apns-topic", topic)

@@ -77,7 +77,7 @@ use parking_lot::Mutex;
 
 use super::payload::{self, EmailPayload, SmtpOverride};
 use super::{Adapter, DeliveryError, NotifyConfig};
-use crate::apps::App;
+use crate::app::App;
 use crate::store::DeliveryRecord;
 
 /// The error when no SMTP host is known for a message (Pushi's wording).

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::NotifyConfig;
 use super::payload::{self, ApnPayload, EmailPayload, WebPayload, WebPushPayload};
-use crate::apps::AppRegistry;
+use crate::registry::AppRegistry;
 use crate::store::{DeliveryKind, NewDelivery, StoreError, TargetKind, TargetRecord};
 
 /// How long a loaded target index is trusted.

@@ -27,7 +27,8 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::apps::{App, AppRegistry};
+use crate::app::App;
+use crate::registry::AppRegistry;
 use crate::store::{DeliveryKind, DeliveryRecord};
 use matching::Notifier;
 use pusher_webhooks::HookSender;

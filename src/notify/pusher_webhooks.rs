@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use super::matching::Notifier;
 use super::payload::{self, PusherWebhookPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, classify_status, transport_error};
-use crate::apps::{App, AppRegistry};
+use crate::app::App;
+use crate::registry::AppRegistry;
 use crate::store::{DeliveryKind, DeliveryRecord, NewDelivery};
 
 /// Something that happened in an app that webhooks may report.
@@ -219,7 +220,7 @@ impl Batcher {
                 return;
             }
         };
-        let time_ms = crate::apps::now_millis();
+        let time_ms = crate::clock::now_millis();
         let mut deliveries = Vec::new();
         for hook in &app.settings.webhooks {
             let selected: Vec<Value> = events

@@ -41,7 +41,7 @@
 //!   around that signature, so no JWT library is needed for it.
 //! * `base64` for the base64url of keys, tokens and subscriptions.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -56,7 +56,7 @@ use reqwest::StatusCode;
 
 use super::payload::{self, WebPushPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, classify_status, transport_error};
-use crate::apps::App;
+use crate::app::App;
 use crate::store::DeliveryRecord;
 
 /// The contact sent when neither the message nor the app names one (Pushi's default).
@@ -115,7 +115,7 @@ impl Adapter for WebPushAdapter {
             &key,
             &audience,
             &contact,
-            unix_now() + TOKEN_LIFETIME.as_secs(),
+            crate::clock::now_unix() as u64 + TOKEN_LIFETIME.as_secs(),
         )
         .map_err(DeliveryError::Permanent)?;
 
@@ -276,13 +276,6 @@ fn decode_base64url(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
 
 fn non_empty(value: Option<&str>) -> Option<&str> {
     value.filter(|v| !v.trim().is_empty())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

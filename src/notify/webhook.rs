@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::payload::{self, WebPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, classify_status, transport_error};
-use crate::apps::App;
+use crate::app::App;
 use crate::store::DeliveryRecord;
 
 /// The header carrying the delivery id, the same on every retry of one delivery.

@@ -16,7 +16,7 @@ use rand::RngExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{Adapter, DeliveryError, NotifyConfig};
-use crate::apps::AppRegistry;
+use crate::registry::AppRegistry;
 use crate::store::{DeliveryKind, DeliveryOutcome, DeliveryRecord, TargetKind};
 
 /// How often the worker looks for due deliveries when nothing woke it.
@@ -90,7 +90,7 @@ impl Worker {
             if free == 0 {
                 return;
             }
-            let now = crate::apps::now_millis();
+            let now = crate::clock::now_millis();
             let claimed = match self
                 .apps
                 .store()
@@ -123,7 +123,7 @@ impl Worker {
 
     /// Puts a claimed delivery back without counting an attempt.
     async fn defer(&self, delivery: &DeliveryRecord) {
-        let next = crate::apps::now_millis() + BUSY_TARGET_DEFER_MS;
+        let next = crate::clock::now_millis() + BUSY_TARGET_DEFER_MS;
         let outcome = DeliveryOutcome::Deferred {
             next_attempt_ms: next,
         };
@@ -211,7 +211,7 @@ impl Worker {
                 let delay = backoff(&self.config, d.attempts as u32);
                 tracing::info!(kind = span.0, target = span.1, delivery_id = span.2, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
                 DeliveryOutcome::Retry {
-                    next_attempt_ms: crate::apps::now_millis() + delay.as_millis() as i64,
+                    next_attempt_ms: crate::clock::now_millis() + delay.as_millis() as i64,
                     error,
                 }
             }

@@ -103,7 +103,7 @@ async fn apply(pool: &AnyPool, backend: Backend, m: &Migration) -> Result<(), St
     sqlx::query("INSERT INTO pushi_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
         .bind(m.version)
         .bind(m.name)
-        .bind(crate::apps::now_unix())
+        .bind(crate::clock::now_unix())
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

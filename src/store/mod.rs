@@ -16,7 +16,8 @@ pub mod sql;
 
 use async_trait::async_trait;
 
-use crate::apps::{App, now_unix};
+use crate::app::App;
+use crate::clock::now_unix;
 
 pub use records::{
     DeliveryCounts, DeliveryKind, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord,

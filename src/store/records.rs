@@ -44,10 +44,7 @@ pub struct NewEvent {
 impl NewEvent {
     /// An event generated now, with a fresh `mid`.
     pub fn new(channel: &str, event: &str, owner_id: Option<&str>, data: String) -> Self {
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let timestamp = crate::clock::now_unix_f64();
         Self {
             mid: uuid::Uuid::new_v4().to_string(),
             channel: channel.to_owned(),

@@ -16,7 +16,7 @@ use std::time::Instant;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 
-use crate::apps::App;
+use crate::app::App;
 use crate::hub::socket::Work;
 use crate::hub::{AppState, Hub, SignedIn, SocketHandle, SocketReceiver};
 use crate::notify::pusher_webhooks::HookEvent;

@@ -265,7 +265,7 @@ impl Connection {
 /// Reads and checks presence `channel_data` against the app's limits.
 pub(super) fn presence_join(
     channel_data: Option<&str>,
-    app: &crate::apps::App,
+    app: &crate::app::App,
 ) -> Result<PresenceJoin, String> {
     let text = channel_data.ok_or("presence channels need channel_data")?;
     let data: PresenceData =

@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::conflict_or;
-use crate::apps::App;
+use crate::app::App;
 use crate::store::StoreError;
 
 const APP_COLUMNS: &str =

@@ -16,7 +16,7 @@ use crate::store::{
 const COLUMNS: &str = "id, delivery_id, app_id, kind, target, payload, status, attempts, \
                        next_attempt_ms, last_error, created_ms, updated_ms";
 
-use crate::apps::now_millis as now_ms;
+use crate::clock::now_millis as now_ms;
 
 fn from_row(row: &AnyRow) -> Result<DeliveryRecord, StoreError> {
     let kind: String = row.try_get("kind")?;

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::{conflict_or, page_limit, placeholders};
-use crate::apps::now_unix;
+use crate::clock::now_unix;
 use crate::store::{EventRecord, NewEvent, StoreError};
 
 const EVENT_COLUMNS: &str =

@@ -21,7 +21,7 @@ use super::{
     DeliveryCounts, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord, NewDelivery,
     NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind, TargetRecord,
 };
-use crate::apps::App;
+use crate::app::App;
 
 pub struct SqlStore {
     pool: AnyPool,

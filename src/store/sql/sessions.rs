@@ -8,7 +8,8 @@
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
-use crate::apps::{now_unix, random_hex64};
+use crate::app::random_hex64;
+use crate::clock::now_unix;
 use crate::store::{SESSION_TTL_SECS, StoreError};
 
 fn token_hash(token: &str) -> String {

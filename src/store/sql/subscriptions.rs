@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::Filter;
-use crate::apps::now_unix;
+use crate::clock::now_unix;
 use crate::store::{StoreError, SubscriptionRecord};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, app_id, user_id, event, created, modified";

@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{Filter, placeholders};
-use crate::apps::now_unix;
+use crate::clock::now_unix;
 use crate::store::{NewTarget, StoreError, TargetKind, TargetRecord};
 
 const TARGET_COLUMNS: &str = "id, app_id, kind, target, event, p256dh, auth, created";

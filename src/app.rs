@@ -1,18 +1,12 @@
-//! Apps: the tenants of the server, and where the server finds them.
+//! The app model: a tenant's credentials and settings, as every layer sees them.
 //!
-//! An app is a set of credentials (`id`, `key`, `secret`) plus its settings. Apps come from
-//! two places: the store (created by the CLI, the first start, or Pushi's `POST /apps`) and the
-//! configuration (TOML or `PUSHI_APP_*`, for stateless deployments). The [`AppRegistry`]
-//! answers lookups by id or key from memory and falls back to the store, so an app created by
-//! the CLI while the server runs is found on its first use.
+//! Kept apart from [`crate::registry`] (which finds apps) so the store can read and write apps
+//! without depending on the code that looks them up.
 
-use std::sync::Arc;
-
-use dashmap::DashMap;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
+use crate::clock::now_unix;
 
 /// Per-app settings. Every field has a default so settings written by an older version (or a
 /// partial TOML table) still load.
@@ -155,20 +149,6 @@ pub fn random_hex64() -> String {
     hex::encode(bytes)
 }
 
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// What creating an app needs; the rest is generated.
 #[derive(Debug, Clone, Default)]
 pub struct NewApp {
@@ -193,96 +173,5 @@ impl NewApp {
             created: now,
             modified: now,
         }
-    }
-}
-
-/// Apps by id and by key: static apps from configuration first, then the store.
-pub struct AppRegistry {
-    store: Arc<dyn Store>,
-    by_id: DashMap<String, Arc<App>>,
-    by_key: DashMap<String, Arc<App>>,
-    /// Ids of apps declared in configuration: they are not in the store and never evicted.
-    static_ids: DashMap<String, ()>,
-}
-
-impl AppRegistry {
-    pub fn new(store: Arc<dyn Store>, static_apps: Vec<App>) -> Self {
-        let registry = Self {
-            store,
-            by_id: DashMap::new(),
-            by_key: DashMap::new(),
-            static_ids: DashMap::new(),
-        };
-        for app in static_apps {
-            registry.static_ids.insert(app.id.clone(), ());
-            registry.remember(Arc::new(app));
-        }
-        registry
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    fn remember(&self, app: Arc<App>) {
-        self.by_key.insert(app.key.clone(), app.clone());
-        self.by_id.insert(app.id.clone(), app);
-    }
-
-    pub async fn by_id(&self, id: &str) -> Result<Option<Arc<App>>, StoreError> {
-        if let Some(app) = self.by_id.get(id) {
-            return Ok(Some(app.clone()));
-        }
-        Ok(self.store.app_by_id(id).await?.map(|app| {
-            let app = Arc::new(app);
-            self.remember(app.clone());
-            app
-        }))
-    }
-
-    pub async fn by_key(&self, key: &str) -> Result<Option<Arc<App>>, StoreError> {
-        if let Some(app) = self.by_key.get(key) {
-            return Ok(Some(app.clone()));
-        }
-        Ok(self.store.app_by_key(key).await?.map(|app| {
-            let app = Arc::new(app);
-            self.remember(app.clone());
-            app
-        }))
-    }
-
-    /// Every app: configured ones and stored ones.
-    pub async fn all(&self) -> Result<Vec<Arc<App>>, StoreError> {
-        let mut apps: Vec<Arc<App>> = self
-            .static_ids
-            .iter()
-            .filter_map(|id| self.by_id.get(id.key()).map(|a| a.clone()))
-            .collect();
-        for app in self.store.list_apps().await? {
-            if !self.static_ids.contains_key(&app.id) {
-                apps.push(Arc::new(app));
-            }
-        }
-        Ok(apps)
-    }
-
-    pub async fn create(&self, new: NewApp) -> Result<Arc<App>, StoreError> {
-        let app = Arc::new(self.store.create_app(new.into_app()).await?);
-        self.remember(app.clone());
-        Ok(app)
-    }
-
-    /// Saves changed settings and refreshes the cache, so the next connection sees them.
-    pub async fn update(&self, app: App) -> Result<Arc<App>, StoreError> {
-        if !self.static_ids.contains_key(&app.id) {
-            self.store.update_app(&app).await?;
-        }
-        let app = Arc::new(app);
-        self.remember(app.clone());
-        Ok(app)
-    }
-
-    pub fn has_static_apps(&self) -> bool {
-        !self.static_ids.is_empty()
     }
 }
