@@ -108,6 +108,195 @@ impl AppSettings {
     }
 }
 
+/// A setting that was refused, and why: the HTTP API answers it with 400, the configuration
+/// loader stops the server with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct SettingError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl SettingError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The kinds of Pusher-style app webhook events an app can ask for.
+pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
+/// The allowed range of each numeric setting: wide enough for any real app, narrow enough
+/// that a typo (an extra zero, a negative number) is caught instead of silently obeyed.
+const RANGES: &[(&str, u64, u64)] = &[
+    ("max_connections", 1, 10_000_000),
+    ("max_payload_bytes", 1, 16 * 1024 * 1024),
+    ("max_presence_members", 1, 100_000),
+    ("max_presence_user_info_bytes", 1, 1024 * 1024),
+    ("max_presence_user_id_len", 1, 1_000),
+    ("client_event_rate", 1, 100_000),
+];
+
+impl AppSettings {
+    /// Every setting's name, as it appears in TOML tables and JSON bodies.
+    pub fn names() -> Vec<String> {
+        match serde_json::to_value(AppSettings::default()) {
+            Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(k, _)| k).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Applies `changes` (setting name → new value) on top of these settings. Unknown names,
+    /// values of the wrong type and values out of range are refused with the setting named;
+    /// nothing is applied unless everything is valid.
+    pub fn apply(
+        &self,
+        changes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<AppSettings, SettingError> {
+        let names = Self::names();
+        if let Some(unknown) = changes.keys().find(|k| !names.contains(k)) {
+            return Err(SettingError::new(
+                unknown.as_str(),
+                format!("unknown setting (known: {})", names.join(", ")),
+            ));
+        }
+        let mut merged = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for (name, value) in changes {
+            // Each value is checked on its own first, so the error names the right setting.
+            let mut one = serde_json::Map::new();
+            one.insert(name.clone(), value.clone());
+            serde_json::from_value::<AppSettings>(serde_json::Value::Object(one))
+                .map_err(|e| SettingError::new(name.as_str(), type_error(&e)))?;
+            merged.insert(name.clone(), value.clone());
+        }
+        let settings: AppSettings = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| SettingError::new("settings", e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value against its allowed range or format.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let numbers: [(&str, Option<u64>); 6] = [
+            ("max_connections", self.max_connections.map(u64::from)),
+            ("max_payload_bytes", Some(self.max_payload_bytes as u64)),
+            (
+                "max_presence_members",
+                Some(self.max_presence_members as u64),
+            ),
+            (
+                "max_presence_user_info_bytes",
+                Some(self.max_presence_user_info_bytes as u64),
+            ),
+            (
+                "max_presence_user_id_len",
+                Some(self.max_presence_user_id_len as u64),
+            ),
+            ("client_event_rate", Some(u64::from(self.client_event_rate))),
+        ];
+        for (name, value) in numbers {
+            let Some(value) = value else { continue };
+            if let Some((_, min, max)) = RANGES.iter().find(|(n, _, _)| *n == name)
+                && !(*min..=*max).contains(&value)
+            {
+                return Err(SettingError::new(
+                    name,
+                    format!("{value} is out of range (allowed {min} to {max})"),
+                ));
+            }
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            check_url(&hook.url, &["http", "https"])
+                .map_err(|reason| SettingError::new(format!("webhooks[{i}].url"), reason))?;
+            if let Some(bad) = hook
+                .event_types
+                .iter()
+                .find(|t| !WEBHOOK_EVENT_TYPES.contains(&t.as_str()))
+            {
+                return Err(SettingError::new(
+                    format!("webhooks[{i}].event_types"),
+                    format!(
+                        "unknown event type {bad:?} (known: {})",
+                        WEBHOOK_EVENT_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        let d = &self.delivery;
+        if let Some(url) = &d.smtp_url {
+            check_url(url, &["smtp", "smtps", "smtp+tls", "smtp+starttls"])
+                .map_err(|reason| SettingError::new("smtp_url", reason))?;
+        }
+        if let Some(url) = &d.apn_url {
+            check_url(url, &["http", "https"])
+                .map_err(|reason| SettingError::new("apn_url", reason))?;
+        }
+        if let Some(contact) = &d.vapid_email {
+            let contact = contact.trim();
+            let is_uri = contact.starts_with("mailto:") || contact.starts_with("https://");
+            if !is_uri && !looks_like_email(contact) {
+                return Err(SettingError::new(
+                    "vapid_email",
+                    "expected an e-mail address, a mailto: URI or an https:// URL",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns serde's message for a one-setting object into a short reason.
+fn type_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(" at line ") {
+        Some((reason, _)) => reason.to_owned(),
+        None => text,
+    }
+}
+
+/// An absolute URL with one of `schemes` and a host.
+fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let parsed = url::Url::parse(url.trim()).map_err(|e| format!("not a valid URL: {e}"))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(format!(
+            "scheme {:?} is not allowed (use {})",
+            parsed.scheme(),
+            schemes.join(", ")
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(())
+}
+
+/// `local@domain` with something on both sides and no spaces: what every mail server needs,
+/// without pretending to implement RFC 5322.
+pub fn looks_like_email(address: &str) -> bool {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !address.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
 impl Default for AppSettings {
     fn default() -> Self {
         Self {
@@ -142,6 +331,53 @@ pub struct App {
     pub modified: i64,
 }
 
+impl App {
+    /// This app with `changes` applied: `name`, `description` and `enabled` are the app's own
+    /// fields, every other key is a setting (see [`AppSettings::apply`]). Refuses unknown keys
+    /// and bad values with the key named, and changes nothing then.
+    pub fn with_changes(
+        &self,
+        changes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<App, SettingError> {
+        let mut app = self.clone();
+        let mut settings = serde_json::Map::new();
+        for (key, value) in changes {
+            match key.as_str() {
+                "name" => match value.as_str().map(str::trim) {
+                    Some(name) if !name.is_empty() && name.len() <= 256 => {
+                        app.name = name.to_owned()
+                    }
+                    _ => return Err(SettingError::new("name", "expected 1 to 256 characters")),
+                },
+                "description" => match value {
+                    serde_json::Value::Null => app.description = None,
+                    serde_json::Value::String(d) if d.len() <= 4096 => {
+                        app.description = Some(d.clone())
+                    }
+                    _ => {
+                        return Err(SettingError::new(
+                            "description",
+                            "expected text of at most 4096 bytes",
+                        ));
+                    }
+                },
+                "enabled" => match value.as_bool() {
+                    Some(enabled) => app.enabled = enabled,
+                    None => return Err(SettingError::new("enabled", "expected true or false")),
+                },
+                _ => {
+                    settings.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        app.settings = self.settings.apply(&settings)?;
+        if app != *self {
+            app.modified = now_unix();
+        }
+        Ok(app)
+    }
+}
+
 /// 64 lowercase hex characters from the OS random generator: Pushi's recipe for idents, keys
 /// and secrets (Pushi hashes a random UUID; 32 random bytes are at least as strong).
 pub fn random_hex64() -> String {
@@ -173,5 +409,57 @@ impl NewApp {
             created: now,
             modified: now,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn changes(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        match value {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("tests pass objects"),
+        }
+    }
+
+    #[test]
+    fn apply_accepts_known_settings() {
+        let s = AppSettings::default()
+            .apply(&changes(json!({
+                "client_events": false,
+                "max_payload_bytes": 20000,
+                "smtp_url": "smtps://u:p@mail.example.com:465?sender=a@b.c",
+                "webhooks": [{"url": "https://example.com/hook", "event_types": ["member_added"]}],
+            })))
+            .unwrap();
+        assert!(!s.client_events);
+        assert_eq!(s.max_payload_bytes, 20000);
+        assert_eq!(s.webhooks.len(), 1);
+        assert!(s.delivery.smtp_url.is_some());
+    }
+
+    #[test]
+    fn apply_names_what_it_refuses() {
+        let base = AppSettings::default();
+        let field = |v| base.apply(&changes(v)).unwrap_err().field;
+        assert_eq!(field(json!({"client_event": true})), "client_event");
+        assert_eq!(field(json!({"client_events": "yes"})), "client_events");
+        assert_eq!(field(json!({"max_payload_bytes": 0})), "max_payload_bytes");
+        assert_eq!(
+            field(json!({"max_presence_members": -1})),
+            "max_presence_members"
+        );
+        assert_eq!(field(json!({"smtp_url": "ftp://x"})), "smtp_url");
+        assert_eq!(
+            field(json!({"webhooks": [{"url": "not a url"}]})),
+            "webhooks[0].url"
+        );
+        assert_eq!(
+            field(json!({"webhooks": [{"url": "http://x", "event_types": ["nope"]}]})),
+            "webhooks[0].event_types"
+        );
+        assert_eq!(field(json!({"vapid_email": "nobody"})), "vapid_email");
     }
 }

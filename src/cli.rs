@@ -52,6 +52,28 @@ pub enum AppsCommand {
     List,
     /// Show one app, secret included
     Show { id: String },
+    /// Change an app's name, enabled flag or settings: `pushi apps set 2 client_events=false
+    /// max_payload_bytes=20000 'webhooks=[{"url":"https://example.com/hook"}]'`. Values are
+    /// read as JSON when they parse as JSON, as text otherwise.
+    Set {
+        id: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        changes: Vec<String>,
+    },
+}
+
+/// `key=value` pairs as a JSON object: `false`, `20000` and `[...]` are JSON, the rest is text.
+fn parse_changes(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut changes = serde_json::Map::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("{pair:?}: expected KEY=VALUE"))?;
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        changes.insert(key.trim().to_owned(), value);
+    }
+    Ok(changes)
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -80,6 +102,7 @@ async fn apps(config: Config, cmd: AppsCommand) -> anyhow::Result<()> {
                 max_payload_bytes: max_payload_bytes.unwrap_or(defaults.max_payload_bytes),
                 ..defaults
             };
+            settings.validate()?;
             let app = registry
                 .create(NewApp {
                     name,
@@ -105,6 +128,20 @@ async fn apps(config: Config, cmd: AppsCommand) -> anyhow::Result<()> {
             Some(app) => println!("{}", serde_json::to_string_pretty(&*app)?),
             None => anyhow::bail!("no app with id {id:?}"),
         },
+        AppsCommand::Set { id, changes } => {
+            let Some(app) = registry.by_id(&id).await? else {
+                anyhow::bail!("no app with id {id:?}");
+            };
+            if registry.is_static(&id) {
+                anyhow::bail!("app {id} is declared in the configuration: change it there");
+            }
+            let changed = app.with_changes(&parse_changes(&changes)?)?;
+            let app = registry.update(changed).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&app.settings.public_view())?
+            );
+        }
     }
     let _ = store.ping().await;
     Ok(())

@@ -62,28 +62,74 @@ pub struct FileConfig {
     pub open_apps: Option<bool>,
     pub cluster: Option<String>,
     pub node_id: Option<String>,
-    pub apps: Vec<StaticAppConfig>,
+    pub cluster_namespace: Option<String>,
+    pub node_timeout: Option<u64>,
+    pub handlers: Option<bool>,
+    pub smtp_url: Option<String>,
+    pub web_push_ttl: Option<u64>,
+    pub apns_url: Option<String>,
+    pub delivery_max_attempts: Option<u32>,
+    pub delivery_timeout: Option<u64>,
+    pub delivery_backoff_ms: Option<u64>,
+    pub webhook_hold: Option<u64>,
+    /// `[[apps]]` tables, checked key by key in [`StaticAppConfig::from_table`] (serde cannot
+    /// refuse unknown keys next to flattened settings).
+    pub apps: Vec<toml::Table>,
 }
 
-/// An app declared in configuration. (Not `deny_unknown_fields`: serde cannot combine it with
-/// the flattened settings.)
-#[derive(Debug, Deserialize)]
+/// An app declared in configuration.
+#[derive(Debug)]
 pub struct StaticAppConfig {
     pub id: String,
     pub key: String,
     pub secret: String,
     pub name: Option<String>,
-    #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(flatten)]
     pub settings: AppSettings,
 }
 
-fn yes() -> bool {
-    true
-}
+/// The keys of an `[[apps]]` table that are not settings.
+const APP_IDENTITY_KEYS: &[&str] = &["id", "key", "secret", "name", "enabled"];
 
 impl StaticAppConfig {
+    /// Reads one `[[apps]]` table: identity keys, then every other key as a setting, refusing
+    /// unknown keys and invalid values with the key named.
+    fn from_table(index: usize, table: toml::Table) -> Result<Self, ConfigError> {
+        let bad = |key: &str, reason: String| {
+            ConfigError::Invalid(format!("apps[{index}].{key}: {reason}"))
+        };
+        let text = |key: &str| -> Result<Option<String>, ConfigError> {
+            match table.get(key) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+                Some(toml::Value::Integer(n)) if key == "id" => Ok(Some(n.to_string())),
+                Some(_) => Err(bad(key, "expected a string".into())),
+            }
+        };
+        let required = |key: &str| text(key)?.ok_or_else(|| bad(key, "is required".into()));
+        let enabled = match table.get("enabled") {
+            None => true,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(_) => return Err(bad("enabled", "expected true or false".into())),
+        };
+        let changes: serde_json::Map<String, serde_json::Value> = table
+            .iter()
+            .filter(|(k, _)| !APP_IDENTITY_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| Ok((k.clone(), toml_to_json(v).map_err(|r| bad(k, r))?)))
+            .collect::<Result<_, ConfigError>>()?;
+        let settings = AppSettings::default()
+            .apply(&changes)
+            .map_err(|e| bad(&e.field, e.reason))?;
+        Ok(Self {
+            id: required("id")?,
+            key: required("key")?,
+            secret: required("secret")?,
+            name: text("name")?,
+            enabled,
+            settings,
+        })
+    }
+
     fn into_app(self) -> App {
         App {
             name: self.name.unwrap_or_else(|| format!("app-{}", self.id)),
@@ -139,6 +185,36 @@ pub struct Flags {
     /// This node's name in the cluster [default: HOSTNAME plus a random suffix; env PUSHI_NODE_ID]
     #[arg(long, global = true)]
     pub node_id: Option<String>,
+    /// Prefix of the cluster's broker subjects, to share a broker between clusters [env PUSHI_CLUSTER_NAMESPACE]
+    #[arg(long, global = true)]
+    pub cluster_namespace: Option<String>,
+    /// Seconds without a heartbeat before a node counts as dead [default: 10; env PUSHI_NODE_TIMEOUT]
+    #[arg(long, global = true)]
+    pub node_timeout: Option<u64>,
+    /// Offline delivery on or off [default: true; env PUSHI_HANDLERS]
+    #[arg(long, global = true)]
+    pub handlers: Option<bool>,
+    /// Server-wide SMTP server: smtp[s]://user:password@host:port?sender=ADDR [env SMTP_URL]
+    #[arg(long, global = true)]
+    pub smtp_url: Option<String>,
+    /// Seconds a push service keeps an undelivered Web Push message [default: 86400; env WEB_PUSH_TTL]
+    #[arg(long, global = true)]
+    pub web_push_ttl: Option<u64>,
+    /// APNs base URL override for every app [env PUSHI_APNS_URL]
+    #[arg(long, global = true)]
+    pub apns_url: Option<String>,
+    /// Attempts before a delivery is given up [default: 12; env PUSHI_DELIVERY_MAX_ATTEMPTS]
+    #[arg(long, global = true)]
+    pub delivery_max_attempts: Option<u32>,
+    /// Seconds each delivery attempt may take [default: 10; env PUSHI_DELIVERY_TIMEOUT]
+    #[arg(long, global = true)]
+    pub delivery_timeout: Option<u64>,
+    /// First retry delay in milliseconds, doubled per attempt [default: 1000; env PUSHI_DELIVERY_BACKOFF_MS]
+    #[arg(long, global = true)]
+    pub delivery_backoff_ms: Option<u64>,
+    /// Seconds channel_vacated/member_removed webhooks wait for a quick return [default: 3; env PUSHI_WEBHOOK_HOLD]
+    #[arg(long, global = true)]
+    pub webhook_hold: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +266,26 @@ where
     }
 }
 
+/// A TOML value as JSON, the form app settings are validated in.
+fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value, String> {
+    serde_json::to_value(value).map_err(|e| e.to_string())
+}
+
+/// A number that must lie in `min..=max`, refused (never clamped) with the range named.
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid(format!(
+            "{name}: {value} is out of range (allowed {min} to {max})"
+        )));
+    }
+    Ok(value)
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -216,6 +312,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let notify = notify_config(flags, env, &file)?;
 
         let mut hub = HubConfig::default();
         let activity = flags
@@ -223,11 +320,7 @@ impl Config {
             .or(env_parse(env, "PUSHI_ACTIVITY_TIMEOUT")?)
             .or(file.activity_timeout);
         if let Some(secs) = activity {
-            if secs == 0 {
-                return Err(ConfigError::Invalid(
-                    "activity_timeout must be at least 1 second".into(),
-                ));
-            }
+            in_range("activity_timeout", secs, 1, 3600)?;
             hub.activity_timeout = Duration::from_secs(secs);
             // A client gets as long to answer a ping as it had to speak, up to Pusher's 30 s.
             hub.pong_timeout = Duration::from_secs(secs.min(30));
@@ -237,14 +330,15 @@ impl Config {
             .or(env_parse(env, "PUSHI_QUEUE_LEN")?)
             .or(file.queue_len)
         {
-            hub.queue_len = len.max(1);
+            hub.queue_len = in_range("queue_len", len, 1, 1_000_000)?;
         }
 
         let mut static_apps: Vec<App> = file
             .apps
             .into_iter()
-            .map(StaticAppConfig::into_app)
-            .collect();
+            .enumerate()
+            .map(|(i, table)| StaticAppConfig::from_table(i, table).map(StaticAppConfig::into_app))
+            .collect::<Result<_, _>>()?;
         match (
             env("PUSHI_APP_ID"),
             env("PUSHI_APP_KEY"),
@@ -332,7 +426,6 @@ impl Config {
             .or(file.open_apps)
             .unwrap_or(false);
 
-        let notify = notify_config(env)?;
         let cluster = match flags
             .cluster
             .clone()
@@ -349,11 +442,21 @@ impl Config {
                 {
                     cluster.node_id = id;
                 }
-                if let Some(ns) = env("PUSHI_CLUSTER_NAMESPACE") {
+                if let Some(ns) = flags
+                    .cluster_namespace
+                    .clone()
+                    .or_else(|| env("PUSHI_CLUSTER_NAMESPACE"))
+                    .or(file.cluster_namespace)
+                {
                     cluster.namespace = ns;
                 }
-                if let Some(secs) = env_parse::<u64>(env, "PUSHI_NODE_TIMEOUT")? {
-                    cluster.node_timeout = Duration::from_secs(secs.max(2));
+                if let Some(secs) = flags
+                    .node_timeout
+                    .or(env_parse::<u64>(env, "PUSHI_NODE_TIMEOUT")?)
+                    .or(file.node_timeout)
+                {
+                    cluster.node_timeout =
+                        Duration::from_secs(in_range("node_timeout", secs, 2, 3600)?);
                 }
                 Some(cluster)
             }
@@ -391,29 +494,73 @@ fn env_bool(env: EnvSource<'_>, name: &'static str) -> Result<Option<bool>, Conf
     }
 }
 
-/// Offline delivery settings: `PUSHI_HANDLERS`, `SMTP_URL` (or Pushi's separate `SMTP_*`
-/// variables), `WEB_PUSH_TTL`, `PUSHI_APNS_URL`, and the retry policy.
-fn notify_config(env: EnvSource<'_>) -> Result<NotifyConfig, ConfigError> {
+/// Offline delivery settings: `handlers` (`PUSHI_HANDLERS`), `smtp_url` (`SMTP_URL`, or
+/// Pushi's separate `SMTP_*` variables), `web_push_ttl`, `apns_url` and the retry policy, each
+/// from flags < env < TOML < defaults like every other setting. A bad SMTP URL stops the
+/// start, rather than the first e-mail.
+fn notify_config(
+    flags: &Flags,
+    env: EnvSource<'_>,
+    file: &FileConfig,
+) -> Result<NotifyConfig, ConfigError> {
     let mut notify = NotifyConfig::default();
-    if let Some(enabled) = env_bool(env, "PUSHI_HANDLERS")? {
+    if let Some(enabled) = flags
+        .handlers
+        .or(env_bool(env, "PUSHI_HANDLERS")?)
+        .or(file.handlers)
+    {
         notify.enabled = enabled;
     }
-    notify.smtp_url = env("SMTP_URL").or_else(|| smtp_url_from_parts(env));
-    if let Some(ttl) = env_parse::<u64>(env, "WEB_PUSH_TTL")? {
-        notify.web_push_ttl = ttl.max(1);
+    notify.smtp_url = flags
+        .smtp_url
+        .clone()
+        .or_else(|| env("SMTP_URL"))
+        .or_else(|| smtp_url_from_parts(env))
+        .or_else(|| file.smtp_url.clone());
+    if let Some(url) = &notify.smtp_url {
+        crate::notify::email::parse_smtp_url(url)
+            .map_err(|reason| ConfigError::Invalid(format!("smtp_url: {reason}")))?;
     }
-    notify.apns_url = env("PUSHI_APNS_URL");
-    if let Some(n) = env_parse::<u32>(env, "PUSHI_DELIVERY_MAX_ATTEMPTS")? {
-        notify.max_attempts = n.max(1);
+    if let Some(ttl) = flags
+        .web_push_ttl
+        .or(env_parse::<u64>(env, "WEB_PUSH_TTL")?)
+        .or(file.web_push_ttl)
+    {
+        notify.web_push_ttl = in_range("web_push_ttl", ttl, 1, 28 * 86_400)?;
     }
-    if let Some(secs) = env_parse::<u64>(env, "PUSHI_DELIVERY_TIMEOUT")? {
-        notify.request_timeout = Duration::from_secs(secs.max(1));
+    notify.apns_url = flags
+        .apns_url
+        .clone()
+        .or_else(|| env("PUSHI_APNS_URL"))
+        .or_else(|| file.apns_url.clone());
+    if let Some(n) = flags
+        .delivery_max_attempts
+        .or(env_parse::<u32>(env, "PUSHI_DELIVERY_MAX_ATTEMPTS")?)
+        .or(file.delivery_max_attempts)
+    {
+        notify.max_attempts = in_range("delivery_max_attempts", n, 1, 100)?;
     }
-    if let Some(ms) = env_parse::<u64>(env, "PUSHI_DELIVERY_BACKOFF_MS")? {
-        notify.base_backoff = Duration::from_millis(ms.max(1));
+    if let Some(secs) = flags
+        .delivery_timeout
+        .or(env_parse::<u64>(env, "PUSHI_DELIVERY_TIMEOUT")?)
+        .or(file.delivery_timeout)
+    {
+        notify.request_timeout = Duration::from_secs(in_range("delivery_timeout", secs, 1, 300)?);
     }
-    if let Some(secs) = env_parse::<u64>(env, "PUSHI_WEBHOOK_HOLD")? {
-        notify.webhook_hold = Duration::from_secs(secs);
+    if let Some(ms) = flags
+        .delivery_backoff_ms
+        .or(env_parse::<u64>(env, "PUSHI_DELIVERY_BACKOFF_MS")?)
+        .or(file.delivery_backoff_ms)
+    {
+        notify.base_backoff =
+            Duration::from_millis(in_range("delivery_backoff_ms", ms, 1, 3_600_000)?);
+    }
+    if let Some(secs) = flags
+        .webhook_hold
+        .or(env_parse::<u64>(env, "PUSHI_WEBHOOK_HOLD")?)
+        .or(file.webhook_hold)
+    {
+        notify.webhook_hold = Duration::from_secs(in_range("webhook_hold", secs, 0, 3600)?);
     }
     Ok(notify)
 }
@@ -533,5 +680,118 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.http_port, c.ws_port), (5555, 5555));
+    }
+
+    fn with_file(toml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "pushi-config-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pushi.toml");
+        std::fs::write(&path, toml).unwrap();
+        let result = load(
+            Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+            vars,
+        );
+        std::fs::remove_dir_all(dir).ok();
+        result
+    }
+
+    fn message(result: Result<Config, ConfigError>) -> String {
+        match result {
+            Ok(_) => panic!("the configuration should have been refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn app_tables_refuse_unknown_keys_and_bad_values() {
+        let app = "[[apps]]\nid = \"7\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let m = message(with_file(&format!("{app}client_event = false\n"), &[]));
+        assert!(m.contains("apps[0].client_event"), "{m}");
+        let m = message(with_file(&format!("{app}max_payload_bytes = 0\n"), &[]));
+        assert!(
+            m.contains("max_payload_bytes") && m.contains("allowed"),
+            "{m}"
+        );
+        let m = message(with_file(
+            &format!("{app}smtp_url = \"mail.example.com\"\n"),
+            &[],
+        ));
+        assert!(m.contains("smtp_url"), "{m}");
+        let m = message(with_file("[[apps]]\nid = \"7\"\nkey = \"k\"\n", &[]));
+        assert!(m.contains("apps[0].secret"), "{m}");
+        let c = with_file(
+            &format!("{app}enabled = false\nmax_payload_bytes = 20000\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(!c.static_apps[0].enabled);
+        assert_eq!(c.static_apps[0].settings.max_payload_bytes, 20000);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_not_clamped() {
+        let m = message(load(Flags::default(), &[("PUSHI_QUEUE_LEN", "0")]));
+        assert!(m.contains("queue_len") && m.contains("allowed 1"), "{m}");
+        let m = message(load(
+            Flags::default(),
+            &[("PUSHI_DELIVERY_MAX_ATTEMPTS", "0")],
+        ));
+        assert!(m.contains("delivery_max_attempts"), "{m}");
+        let m = message(with_file("activity_timeout = 0\n", &[]));
+        assert!(m.contains("activity_timeout"), "{m}");
+    }
+
+    #[test]
+    fn a_bad_smtp_url_fails_at_start() {
+        let m = message(load(
+            Flags::default(),
+            &[("SMTP_URL", "ftp://mail.example.com")],
+        ));
+        assert!(m.contains("smtp_url"), "{m}");
+    }
+
+    #[test]
+    fn delivery_settings_come_from_file_env_and_flags() {
+        let c = with_file(
+            "smtp_url = \"smtp://file.example.com\"\ndelivery_max_attempts = 3\nhandlers = false\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.notify.smtp_url.as_deref(),
+            Some("smtp://file.example.com")
+        );
+        assert_eq!(c.notify.max_attempts, 3);
+        assert!(!c.notify.enabled);
+        let c = with_file(
+            "delivery_max_attempts = 3\n",
+            &[("PUSHI_DELIVERY_MAX_ATTEMPTS", "5")],
+        )
+        .unwrap();
+        assert_eq!(c.notify.max_attempts, 5);
+        let c = load(
+            Flags {
+                delivery_max_attempts: Some(7),
+                smtp_url: Some("smtps://flag.example.com".into()),
+                ..Flags::default()
+            },
+            &[
+                ("PUSHI_DELIVERY_MAX_ATTEMPTS", "5"),
+                ("SMTP_URL", "smtp://env.example.com"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.notify.max_attempts, 7);
+        assert_eq!(
+            c.notify.smtp_url.as_deref(),
+            Some("smtps://flag.example.com")
+        );
     }
 }

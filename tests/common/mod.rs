@@ -126,7 +126,10 @@ impl TestServer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         params.push(("auth_key".into(), app.key.clone()));
-        params.push(("auth_timestamp".into(), pushi::clock::now_unix().to_string()));
+        params.push((
+            "auth_timestamp".into(),
+            pushi::clock::now_unix().to_string(),
+        ));
         params.push(("auth_version".into(), "1.0".into()));
         if !body_text.is_empty() {
             params.push(("body_md5".into(), auth::body_md5(body_text.as_bytes())));
