@@ -80,7 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.flags, &process_env)?;
     init_logging(config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => crate::server::run(config, crate::server::shutdown_signal()).await,
+        Command::Serve => crate::server::run_until_signalled(config).await,
         Command::Apps(cmd) => apps(config, cmd).await,
     }
 }

@@ -13,7 +13,9 @@ use crate::app::{App, AppSettings};
 use crate::clock::now_unix;
 use crate::cluster::ClusterConfig;
 use crate::hub::HubConfig;
+use crate::listener::ListenerLimits;
 use crate::notify::NotifyConfig;
+use crate::tls::TlsFiles;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://pushi.db";
 pub const DEFAULT_CONFIG_FILE: &str = "pushi.toml";
@@ -44,6 +46,12 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Several nodes over Redis or NATS; `None` runs a single node.
     pub cluster: Option<ClusterConfig>,
+    /// TLS on the HTTP API listener (`APP_SSL`, `APP_SSL_KEY`, `APP_SSL_CER`).
+    pub http_tls: Option<TlsFiles>,
+    /// TLS on the WebSocket listener (`SERVER_SSL`, `SERVER_SSL_KEY`, `SERVER_SSL_CER`).
+    pub ws_tls: Option<TlsFiles>,
+    /// Connection caps and timeouts at the listeners.
+    pub listener: ListenerLimits,
 }
 
 /// The TOML file's shape; every key optional.
@@ -72,6 +80,17 @@ pub struct FileConfig {
     pub delivery_timeout: Option<u64>,
     pub delivery_backoff_ms: Option<u64>,
     pub webhook_hold: Option<u64>,
+    pub http_ssl: Option<bool>,
+    pub http_ssl_key: Option<PathBuf>,
+    pub http_ssl_cer: Option<PathBuf>,
+    pub ws_ssl: Option<bool>,
+    pub ws_ssl_key: Option<PathBuf>,
+    pub ws_ssl_cer: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub header_timeout: Option<u64>,
+    pub handshake_timeout: Option<u64>,
+    pub trusted_proxies: Option<Vec<String>>,
     /// `[[apps]]` tables, checked key by key in [`StaticAppConfig::from_table`] (serde cannot
     /// refuse unknown keys next to flattened settings).
     pub apps: Vec<toml::Table>,
@@ -215,6 +234,39 @@ pub struct Flags {
     /// Seconds channel_vacated/member_removed webhooks wait for a quick return [default: 3; env PUSHI_WEBHOOK_HOLD]
     #[arg(long, global = true)]
     pub webhook_hold: Option<u64>,
+    /// TLS on the HTTP API listener (on when its key and certificate are given) [env APP_SSL]
+    #[arg(long, global = true)]
+    pub http_ssl: Option<bool>,
+    /// PEM private key (PKCS#8, RSA or EC) of the HTTP API listener [env APP_SSL_KEY]
+    #[arg(long, global = true)]
+    pub http_ssl_key: Option<PathBuf>,
+    /// PEM certificate chain of the HTTP API listener [env APP_SSL_CER]
+    #[arg(long, global = true)]
+    pub http_ssl_cer: Option<PathBuf>,
+    /// TLS on the WebSocket listener (on when its key and certificate are given) [env SERVER_SSL]
+    #[arg(long, global = true)]
+    pub ws_ssl: Option<bool>,
+    /// PEM private key of the WebSocket listener [env SERVER_SSL_KEY]
+    #[arg(long, global = true)]
+    pub ws_ssl_key: Option<PathBuf>,
+    /// PEM certificate chain of the WebSocket listener [env SERVER_SSL_CER]
+    #[arg(long, global = true)]
+    pub ws_ssl_cer: Option<PathBuf>,
+    /// Connections open at once, all listeners [default: descriptor limit - 256; env PUSHI_MAX_CONNECTIONS]
+    #[arg(long, global = true)]
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one address [default: 1000; env PUSHI_MAX_CONNECTIONS_PER_IP]
+    #[arg(long, global = true)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds for a request head to arrive, and for an idle keep-alive connection [default: 30; env PUSHI_HEADER_TIMEOUT]
+    #[arg(long, global = true)]
+    pub header_timeout: Option<u64>,
+    /// Seconds for a TLS handshake [default: 10; env PUSHI_HANDSHAKE_TIMEOUT]
+    #[arg(long, global = true)]
+    pub handshake_timeout: Option<u64>,
+    /// Proxies whose X-Forwarded-For is believed: addresses or CIDR ranges, comma-separated [env PUSHI_TRUSTED_PROXIES]
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +365,35 @@ impl Config {
             None => FileConfig::default(),
         };
         let notify = notify_config(flags, env, &file)?;
+        let http_tls = tls_files(
+            "APP_SSL",
+            flags.http_ssl.or(env_bool(env, "APP_SSL")?).or(file.http_ssl),
+            flags
+                .http_ssl_key
+                .clone()
+                .or_else(|| env("APP_SSL_KEY").map(PathBuf::from))
+                .or_else(|| file.http_ssl_key.clone()),
+            flags
+                .http_ssl_cer
+                .clone()
+                .or_else(|| env("APP_SSL_CER").map(PathBuf::from))
+                .or_else(|| file.http_ssl_cer.clone()),
+        )?;
+        let ws_tls = tls_files(
+            "SERVER_SSL",
+            flags.ws_ssl.or(env_bool(env, "SERVER_SSL")?).or(file.ws_ssl),
+            flags
+                .ws_ssl_key
+                .clone()
+                .or_else(|| env("SERVER_SSL_KEY").map(PathBuf::from))
+                .or_else(|| file.ws_ssl_key.clone()),
+            flags
+                .ws_ssl_cer
+                .clone()
+                .or_else(|| env("SERVER_SSL_CER").map(PathBuf::from))
+                .or_else(|| file.ws_ssl_cer.clone()),
+        )?;
+        let listener = listener_limits(flags, env, &file)?;
 
         let mut hub = HubConfig::default();
         let activity = flags
@@ -463,7 +544,22 @@ impl Config {
             None => None,
         };
 
+        if http_host == ws_host && http_port == ws_port {
+            if let (Some(a), Some(b)) = (&http_tls, &ws_tls)
+                && a != b
+            {
+                return Err(ConfigError::Invalid(
+                    "the HTTP API and WebSocket share one port but name different TLS \
+                     certificates; give one pair (APP_SSL_* or SERVER_SSL_*)"
+                        .into(),
+                ));
+            }
+        }
+
         Ok(Self {
+            http_tls,
+            ws_tls,
+            listener,
             cluster,
             notify,
             admin_token,
@@ -492,6 +588,83 @@ fn env_bool(env: EnvSource<'_>, name: &'static str) -> Result<Option<bool>, Conf
             reason: "use 1 or 0".into(),
         }),
     }
+}
+
+/// A listener's TLS files: on when `enabled` says so, or when both files are given and
+/// `enabled` does not say no.
+fn tls_files(
+    name: &str,
+    enabled: Option<bool>,
+    key: Option<PathBuf>,
+    cert: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (enabled, key, cert) {
+        (Some(false), _, _) | (None, None, None) => Ok(None),
+        (_, Some(key), Some(cert)) => Ok(Some(TlsFiles { cert, key })),
+        (_, key, _) => Err(ConfigError::Invalid(format!(
+            "{name}: TLS needs both {name}_KEY and {name}_CER (missing {})",
+            if key.is_none() { "the key" } else { "the certificate" }
+        ))),
+    }
+}
+
+/// Connection caps and timeouts at the listeners.
+fn listener_limits(
+    flags: &Flags,
+    env: EnvSource<'_>,
+    file: &FileConfig,
+) -> Result<ListenerLimits, ConfigError> {
+    let mut limits = ListenerLimits::default();
+    if let Some(n) = flags
+        .max_connections
+        .or(env_parse(env, "PUSHI_MAX_CONNECTIONS")?)
+        .or(file.max_connections)
+    {
+        limits.max_connections = in_range("max_connections", n, 1, 100_000_000)?;
+    }
+    if let Some(n) = flags
+        .max_connections_per_ip
+        .or(env_parse(env, "PUSHI_MAX_CONNECTIONS_PER_IP")?)
+        .or(file.max_connections_per_ip)
+    {
+        limits.max_connections_per_ip = in_range("max_connections_per_ip", n, 1, 100_000_000)?;
+    }
+    if let Some(secs) = flags
+        .header_timeout
+        .or(env_parse(env, "PUSHI_HEADER_TIMEOUT")?)
+        .or(file.header_timeout)
+    {
+        limits.header_timeout = Duration::from_secs(in_range("header_timeout", secs, 1, 3600)?);
+    }
+    if let Some(secs) = flags
+        .handshake_timeout
+        .or(env_parse(env, "PUSHI_HANDSHAKE_TIMEOUT")?)
+        .or(file.handshake_timeout)
+    {
+        limits.handshake_timeout =
+            Duration::from_secs(in_range("handshake_timeout", secs, 1, 3600)?);
+    }
+    let proxies = flags
+        .trusted_proxies
+        .clone()
+        .or_else(|| {
+            env("PUSHI_TRUSTED_PROXIES")
+                .map(|v| v.split(',').map(|p| p.trim().to_owned()).collect())
+        })
+        .or_else(|| file.trusted_proxies.clone())
+        .unwrap_or_default();
+    for proxy in proxies.iter().filter(|p| !p.is_empty()) {
+        let net = proxy
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "trusted_proxies: {proxy:?} is not an address or a CIDR range"
+                ))
+            })?;
+        limits.trusted_proxies.push(net);
+    }
+    Ok(limits)
 }
 
 /// Offline delivery settings: `handlers` (`PUSHI_HANDLERS`), `smtp_url` (`SMTP_URL`, or

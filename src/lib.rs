@@ -12,12 +12,15 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod listener;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 /// Selects rustls's crypto provider (ring) for every TLS client in the process: outgoing

@@ -12,6 +12,7 @@ pub const FRAMES_SENT: &str = "pushi_frames_sent_total";
 pub const SLOW_SOCKETS_CLOSED: &str = "pushi_slow_sockets_closed_total";
 pub const CLIENT_ERRORS: &str = "pushi_client_errors_total";
 pub const HTTP_REJECTED: &str = "pushi_http_rejected_total";
+pub const CONNECTIONS_REFUSED: &str = "pushi_connections_refused_total";
 
 /// Installs the global recorder once; later calls return a handle to the same one, so tests
 /// that start several servers in one process work.

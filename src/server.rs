@@ -1,8 +1,10 @@
 //! Starting and stopping: open the store, bind the listeners, serve until told to stop, then
 //! shut down gracefully.
 //!
-//! Graceful shutdown stops accepting, closes every socket with 4200 (clients reconnect,
-//! possibly to another node), waits briefly for connection tasks to finish, and returns.
+//! Graceful shutdown closes the listening sockets first (so a reconnecting client lands on
+//! another node, never on this dying one), then closes every socket with 4200 (clients
+//! reconnect), waits briefly for connection tasks to flush and finish, stops the background
+//! tasks and returns. A second signal during that exits at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +20,9 @@ use crate::cluster::{Cluster, ClusterView};
 use crate::config::Config;
 use crate::http::{self, ServerContext};
 use crate::hub::Hub;
+use crate::listener::{Admission, Listener};
 use crate::protocol::codes;
+use crate::tls::CertResolver;
 use crate::registry::AppRegistry;
 use crate::store::{self, Store};
 
@@ -47,14 +51,23 @@ pub struct RunningServer {
     pub cluster: Option<Arc<Cluster>>,
     pub http_addr: SocketAddr,
     pub ws_addr: SocketAddr,
+    /// Connection counts shared by the listeners.
+    pub admission: Arc<Admission>,
+    stop_accepting: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
-    /// Stops accepting, closes every socket with 4200 and waits for them (bounded).
+    /// Closes the listening sockets, closes every socket with 4200 and waits for them
+    /// (bounded), then stops the background tasks.
     pub async fn shutdown(self) {
-        tracing::info!("shutting down: closing sockets with 4200");
+        let _ = self.stop_accepting.send(true);
+        for listener in self.listeners {
+            let _ = listener.await;
+        }
+        tracing::info!("shutting down: listeners closed, closing sockets with 4200");
         self.hub.close_all(codes::GOING_AWAY);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while self.hub.live_sockets() > 0 && tokio::time::Instant::now() < deadline {
@@ -99,9 +112,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if let Some(cluster) = &cluster {
         cluster.attach(&hub);
     }
+    let same_listener = config.ws_host == config.http_host && config.ws_port == config.http_port;
+    let http_tls = config.http_tls.clone().or_else(|| {
+        same_listener
+            .then(|| config.ws_tls.clone())
+            .flatten()
+    });
+    let http_resolver = http_tls.map(CertResolver::new).transpose()?;
+    let ws_resolver = match (&config.ws_tls, same_listener) {
+        (Some(files), false) => Some(CertResolver::new(files.clone())?),
+        _ => None,
+    };
     let http_listener = bind(&config.http_host, config.http_port).await?;
     let http_addr = http_listener.local_addr()?;
-    let same_listener = config.ws_host == config.http_host && config.ws_port == config.http_port;
     let ws_listener = if same_listener {
         None
     } else {
@@ -127,27 +150,54 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         stopped.clone(),
     )));
     let router = http::router(ctx);
-    for listener in std::iter::once(http_listener).chain(ws_listener) {
-        let router = router.clone();
-        let mut stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "listener failed");
-            }
-        }));
-    }
-    tracing::info!(%http_addr, %ws_addr, database = %redact(&config.database_url), "pushi listening");
+    let admission = Admission::new(config.listener.clone());
+    let (stop_accepting, accepting) = watch::channel(false);
+    // The API listener offers HTTP/2 where TLS lets it negotiate; WebSocket upgrades are
+    // HTTP/1.1, so the WebSocket listener offers only that.
+    let api_alpn: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let ws_alpn: &[&[u8]] = &[b"http/1.1"];
+    let listeners = [
+        Some((http_listener, http_resolver.clone(), api_alpn)),
+        ws_listener.map(|l| (l, ws_resolver.clone(), ws_alpn)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(tcp, resolver, alpn)| {
+        let listener = Listener {
+            tcp,
+            tls: resolver.map(|r| {
+                tokio_rustls::TlsAcceptor::from(crate::tls::server_config(r, alpn))
+            }),
+        };
+        tokio::spawn(crate::listener::serve(
+            listener,
+            router.clone(),
+            admission.clone(),
+            accepting.clone(),
+        ))
+    })
+    .collect();
+    tasks.push(tokio::spawn(crate::tls::watch_renewals(
+        [http_resolver, ws_resolver].into_iter().flatten().collect(),
+        stopped.clone(),
+    )));
+    let scheme = |tls: bool| if tls { "https/wss" } else { "http/ws" };
+    tracing::info!(
+        %http_addr,
+        http = scheme(config.http_tls.is_some() || (same_listener && config.ws_tls.is_some())),
+        %ws_addr,
+        ws = scheme(config.ws_tls.is_some() || (same_listener && config.http_tls.is_some())),
+        database = %redact(&config.database_url),
+        "pushi listening"
+    );
     Ok(RunningServer {
         cluster,
         hub,
         http_addr,
         ws_addr,
+        admission,
+        stop_accepting,
+        listeners,
         stop,
         tasks,
     })
@@ -157,6 +207,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let server = start(config).await?;
     shutdown.await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully; a second signal while shutting
+/// down exits at once.
+pub async fn run_until_signalled(config: Config) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("pushi: second signal, exiting without finishing the shutdown");
+        std::process::exit(130);
+    });
     server.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,99 @@
+//! Log hygiene for input an attacker controls.
+//!
+//! A client chooses what it sends, so anything it sends can end up in a log line. Two rules
+//! keep the log from becoming the attacker's disk-filling tool: client-supplied strings are
+//! clipped ([`clip`]), and a rejection that can repeat at network speed is logged at most once
+//! per period with a count of what was suppressed ([`Throttle`]).
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The longest client-supplied string a log line carries.
+pub const CLIP: usize = 64;
+
+/// `text` cut to at most [`CLIP`] bytes (on a character boundary), with control characters
+/// replaced so a client cannot forge log lines.
+pub fn clip(text: &str) -> Cow<'_, str> {
+    let needs_escape = text.chars().any(char::is_control);
+    if text.len() <= CLIP && !needs_escape {
+        return Cow::Borrowed(text);
+    }
+    let mut end = text.len().min(CLIP);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out: String = text[..end]
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if end < text.len() {
+        out.push_str(&format!("…(+{} bytes)", text.len() - end));
+    }
+    Cow::Owned(out)
+}
+
+/// Lets one log line through per period and counts the rest.
+#[derive(Debug)]
+pub struct Throttle {
+    period_ms: u64,
+    origin: Instant,
+    /// Milliseconds since `origin` when the last line went out (`u64::MAX`: never).
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period_ms: period.as_millis() as u64,
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now (`n` lines were suppressed since the last
+    /// one), `None` when this one should be dropped.
+    pub fn ready(&self) -> Option<u64> {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now.saturating_sub(last) >= self.period_ms;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_cuts_long_and_escapes_control_characters() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(100);
+        let clipped = clip(&long);
+        assert!(clipped.len() < 100, "{clipped}");
+        assert!(clipped.contains("bytes)"));
+        assert_eq!(clip("a\nb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn throttle_lets_one_through_per_period() {
+        let t = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(t.ready(), Some(0));
+        assert_eq!(t.ready(), None);
+        assert_eq!(t.ready(), None);
+        let t = Throttle::new(Duration::ZERO);
+        assert_eq!(t.ready(), Some(0));
+        assert_eq!(t.ready(), Some(0));
+    }
+}
