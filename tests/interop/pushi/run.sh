@@ -1,31 +1,41 @@
 #!/usr/bin/env bash
 # Pushi interop suite: the original Pushi clients, unmodified, against the pushi server.
 #
-#   tests/interop/pushi/run.sh              # both suites
-#   tests/interop/pushi/run.sh python|node  # one suite
+#   tests/interop/pushi/run.sh                  # python + browser
+#   tests/interop/pushi/run.sh python|browser   # one suite (`node` is an alias of browser)
+#   tests/interop/pushi/run.sh netius           # the original server's Python WebSocket client
+#   tests/interop/pushi/run.sh browser test/lifecycle.test.mjs   # some browser test files
 #   PUSHI_BIN=/path/to/pushi tests/interop/pushi/run.sh
 #
-# * Python: PyPI `pushi==0.6.10` (the client package; never `pushi-service` in the same venv,
-#   both ship a top-level `pushi` module) in tests/interop/pushi/.venv, driven by unittest.
-# * Node: node:test driving pushi.js (node/vendor/pushi.js) with `ws@8` as the WebSocket.
+# * python: PyPI `pushi==0.6.10` (the REST client package) in tests/interop/pushi/.venv,
+#   driven by unittest.
+# * browser: the original pushi.js 0.6.10 (../shared/vendor/pushi-js-0.6.10/pushi.js beside
+#   the repository, never copied into it) in headless Chromium (Debian `chromium`), driven by
+#   node:test with playwright-core.
+# * netius: `pushi.net.client` from PyPI `pushi-service==0.6.10` in a venv of its own
+#   (tests/interop/pushi/.venv-service): both packages ship a top-level `pushi` module.
 #
 # Starts the server under test on free loopback ports (SQLite in a temp dir, open app
-# creation), plus a second instance with a 2 s activity timeout for the idle-client test.
+# creation), plus a second instance with a 2 s activity timeout for the idle-client tests.
 # Exits non-zero if any suite fails; the server logs are printed on failure.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
 SUITES="${1:-all}"
+shift || true
+BROWSER_TESTS=("$@")
+[ "${#BROWSER_TESTS[@]}" -gt 0 ] || BROWSER_TESTS=(test/)
 
 log() { printf '[pushi-interop] %s\n' "$*" >&2; }
 
-run_python=0; run_node=0
+run_python=0; run_browser=0; run_netius=0
 case "$SUITES" in
-  all) run_python=1; run_node=1 ;;
+  all) run_python=1; run_browser=1 ;;
   python) run_python=1 ;;
-  node) run_node=1 ;;
-  *) log "usage: $0 [all|python|node]"; exit 2 ;;
+  browser|node|js) run_browser=1 ;;
+  netius) run_netius=1 ;;
+  *) log "usage: $0 [all|python|browser|netius]"; exit 2 ;;
 esac
 
 # --- the server binary -------------------------------------------------------------------------
@@ -56,18 +66,47 @@ install_python() {
   fi
 }
 
-install_node() {
+install_browser() {
   command -v node >/dev/null || { log "node is required"; exit 1; }
-  local stamp="$HERE/node/node_modules/.installed"
-  if [ ! -f "$stamp" ] || ! cmp -s "$HERE/node/package-lock.json" "$stamp"; then
-    log "npm ci (node/)"
-    (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$HERE/node/package-lock.json" "$stamp"
+  local chromium="${PUSHI_CHROMIUM:-/usr/bin/chromium}"
+  if [ ! -x "$chromium" ]; then
+    log "no Chromium at $chromium: apt-get install -y chromium (or set PUSHI_CHROMIUM)"
+    exit 1
+  fi
+  local pushi_js="${PUSHI_JS_PATH:-$ROOT/../shared/vendor/pushi-js-0.6.10/pushi.js}"
+  if [ ! -f "$pushi_js" ]; then
+    log "the original pushi.js is not at $pushi_js (shared/ must sit beside the repository)"
+    exit 1
+  fi
+  local stamp="$HERE/browser/node_modules/.installed"
+  if [ ! -f "$stamp" ] || ! cmp -s "$HERE/browser/package-lock.json" "$stamp"; then
+    log "npm ci (browser/)"
+    (cd "$HERE/browser" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$HERE/browser/package-lock.json" "$stamp"
+  fi
+}
+
+install_service_venv() {
+  local venv="$HERE/.venv-service" req="$HERE/netius/requirements.txt"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating venv $venv"
+    python3 -m venv "$venv"
+  fi
+  if [ ! -f "$venv/.installed" ] || ! cmp -s "$req" "$venv/.installed"; then
+    log "pip install -r netius/requirements.txt"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$venv/.installed"
+  fi
+  # the client package would overwrite the service's `pushi` module
+  if "$venv/bin/python" -m pip show pushi >/dev/null 2>&1; then
+    log "the pushi client package is installed in $venv (it overwrites pushi-service's module): remove it"
+    exit 1
   fi
 }
 
 [ "$run_python" = 1 ] && install_python
-[ "$run_node" = 1 ] && install_node
+[ "$run_browser" = 1 ] && install_browser
+[ "$run_netius" = 1 ] && install_service_venv
 
 # --- servers -----------------------------------------------------------------------------------
 WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/pushi-interop-pushi.XXXXXX")"
@@ -132,7 +171,7 @@ start_server main "$HTTP_PORT" "$WS_PORT"
 export PUSHI_HTTP_URL="http://127.0.0.1:$HTTP_PORT/"
 export PUSHI_WS_URL="ws://127.0.0.1:$WS_PORT/"
 
-if [ "$run_node" = 1 ]; then
+if [ "$run_browser" = 1 ] || [ "$run_netius" = 1 ]; then
   export PUSHI_IDLE_TIMEOUT=2
   read -r IDLE_HTTP IDLE_WS < <(free_ports)
   start_server idle "$IDLE_HTTP" "$IDLE_WS" PUSHI_ACTIVITY_TIMEOUT="$PUSHI_IDLE_TIMEOUT"
@@ -148,10 +187,16 @@ if [ "$run_python" = 1 ]; then
     failed+=(python)
   fi
 fi
-if [ "$run_node" = 1 ]; then
-  log "Node suite: pushi.js 0.6.10 (wire-faithful copy) + ws 8"
-  if ! (cd "$HERE/node" && node --test --test-force-exit --test-timeout=60000 test/); then
-    failed+=(node)
+if [ "$run_browser" = 1 ]; then
+  log "Browser suite: the original pushi.js 0.6.10 in headless Chromium"
+  if ! (cd "$HERE/browser" && node --test --test-force-exit --test-timeout=90000 "${BROWSER_TESTS[@]}"); then
+    failed+=(browser)
+  fi
+fi
+if [ "$run_netius" = 1 ]; then
+  log "netius suite: pushi.net.client from PyPI pushi-service 0.6.10"
+  if ! (cd "$HERE/netius" && "$HERE/.venv-service/bin/python" -W ignore::DeprecationWarning -m unittest -v test_netius_client 2>&1); then
+    failed+=(netius)
   fi
 fi
 
