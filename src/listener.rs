@@ -304,6 +304,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive());
         let connection = Connection {
             builder: builder.clone(),
             router: router.clone(),
@@ -347,6 +348,16 @@ async fn handshake(
             None
         }
     }
+}
+
+/// TCP keep-alive on every accepted socket: a peer that vanished (a phone that lost its
+/// network, a crashed machine) is noticed by the kernel within about 90 s even on a socket
+/// that exchanges no WebSocket pings (Pushi-dialect clients, which cannot take them).
+fn tcp_keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3)
 }
 
 /// Resolves once the flag is true (or its sender is gone), holding no borrow of it after.

@@ -87,6 +87,18 @@ impl RunningServer {
 /// Opens the store, makes sure there is an app to use, binds and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::install_crypto_provider();
+    // Certificates first: a broken file should stop the start before anything else happens.
+    let same_listener = config.ws_host == config.http_host && config.ws_port == config.http_port;
+    let http_tls = config.http_tls.clone().or_else(|| {
+        same_listener
+            .then(|| config.ws_tls.clone())
+            .flatten()
+    });
+    let http_resolver = http_tls.map(CertResolver::new).transpose()?;
+    let ws_resolver = match (&config.ws_tls, same_listener) {
+        (Some(files), false) => Some(CertResolver::new(files.clone())?),
+        _ => None,
+    };
     let store: Arc<dyn Store> = Arc::new(store::open(&config.database_url).await?);
     let apps = Arc::new(AppRegistry::new(store, config.static_apps.clone()));
     let (stop, stopped) = watch::channel(false);
@@ -112,17 +124,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if let Some(cluster) = &cluster {
         cluster.attach(&hub);
     }
-    let same_listener = config.ws_host == config.http_host && config.ws_port == config.http_port;
-    let http_tls = config.http_tls.clone().or_else(|| {
-        same_listener
-            .then(|| config.ws_tls.clone())
-            .flatten()
-    });
-    let http_resolver = http_tls.map(CertResolver::new).transpose()?;
-    let ws_resolver = match (&config.ws_tls, same_listener) {
-        (Some(files), false) => Some(CertResolver::new(files.clone())?),
-        _ => None,
-    };
     let http_listener = bind(&config.http_host, config.http_port).await?;
     let http_addr = http_listener.local_addr()?;
     let ws_listener = if same_listener {
@@ -134,7 +135,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Some(l) => l.local_addr()?,
         None => http_addr,
     };
-    ensure_an_app(&hub, http_addr, ws_addr).await?;
+    ensure_an_app(
+        &hub,
+        (http_resolver.is_some(), http_addr),
+        (ws_resolver.is_some() || (same_listener && http_resolver.is_some()), ws_addr),
+    )
+    .await?;
 
     let ctx = ServerContext {
         hub: hub.clone(),
@@ -232,7 +238,11 @@ async fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
 }
 
 /// On a first start with no apps at all, creates one and prints how to use it.
-async fn ensure_an_app(hub: &Hub, http: SocketAddr, ws: SocketAddr) -> anyhow::Result<()> {
+async fn ensure_an_app(
+    hub: &Hub,
+    (http_tls, http): (bool, SocketAddr),
+    (ws_tls, ws): (bool, SocketAddr),
+) -> anyhow::Result<()> {
     if hub.apps.has_static_apps() || !hub.apps.store().list_apps().await?.is_empty() {
         return Ok(());
     }
@@ -248,13 +258,15 @@ async fn ensure_an_app(hub: &Hub, http: SocketAddr, ws: SocketAddr) -> anyhow::R
          \x20 app id:     {id}\n\
          \x20 key:        {key}\n\
          \x20 secret:     {secret}\n\
-         \x20 WebSocket:  ws://{ws}/app/{key}?protocol=7\n\
-         \x20 HTTP API:   http://{http}/apps/{id}/events\n\
+         \x20 WebSocket:  {ws_scheme}://{ws}/app/{key}?protocol=7\n\
+         \x20 HTTP API:   {http_scheme}://{http}/apps/{id}/events\n\
          Keep the secret private; `pushi apps show {id}` prints it again.\n",
         name = app.name,
         id = app.id,
         key = app.key,
         secret = app.secret,
+        ws_scheme = if ws_tls { "wss" } else { "ws" },
+        http_scheme = if http_tls { "https" } else { "http" },
     );
     Ok(())
 }
