@@ -497,6 +497,63 @@ async fn direct_webhook_messaging_reports_each_target() {
 }
 
 #[tokio::test]
+async fn one_app_never_sees_another_apps_deliveries_or_counts() {
+    let server = TestServer::start_with(|c| {
+        fast_retries(c);
+        c.static_apps.push(common::test_app("2"));
+    })
+    .await;
+    let one = server.pushi_login().await;
+    let two = server.pushi_login_as(&common::test_app("2")).await;
+    let (_receiver, addr) = Receiver::start(&[]).await;
+    let url = format!("http://{addr}/hook");
+    let send = |sid: &str, n: u32| {
+        let (server, url, sid) = (&server, url.clone(), sid.to_owned());
+        async move {
+            for _ in 0..n {
+                let body = json!({"url": url, "data": {"hello": "world"}});
+                let (status, reply) = server
+                    .rest("POST", "/messaging/webhook", &[], Some(&body), Some(&sid))
+                    .await;
+                assert_eq!(status, 200, "{reply}");
+                assert_eq!(reply["results"][0]["status"], "delivered", "{reply}");
+            }
+        }
+    };
+    let outbox = |sid: &str| {
+        let (server, sid) = (&server, sid.to_owned());
+        async move {
+            let (status, list) = server
+                .rest("GET", "/deliveries", &[], None, Some(&sid))
+                .await;
+            assert_eq!(status, 200, "{list}");
+            list
+        }
+    };
+
+    send(&one, 2).await;
+    let theirs = outbox(&two).await;
+    assert_eq!(theirs["deliveries"], json!([]));
+    assert_eq!(
+        theirs["counts"],
+        json!({"pending": 0, "delivered": 0, "failed": 0})
+    );
+    send(&two, 1).await;
+    let ours = outbox(&one).await;
+    assert_eq!(ours["deliveries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        ours["counts"],
+        json!({"pending": 0, "delivered": 2, "failed": 0})
+    );
+    let theirs = outbox(&two).await;
+    assert_eq!(theirs["deliveries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        theirs["counts"],
+        json!({"pending": 0, "delivered": 1, "failed": 0})
+    );
+}
+
+#[tokio::test]
 async fn web_push_subscriptions_get_encrypted_pushes_and_410_removes_them() {
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     let server = TestServer::start_with(fast_retries).await;

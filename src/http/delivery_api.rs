@@ -791,6 +791,6 @@ async fn list_deliveries(
     let list = store
         .list_deliveries(&session.app.id, status, count)
         .await?;
-    let counts = store.delivery_counts().await?;
+    let counts = store.delivery_counts(&session.app.id).await?;
     Ok(Json(json!({"deliveries": list, "counts": counts})))
 }

@@ -71,8 +71,8 @@ impl Worker {
             self.claim_and_start().await;
             if counted.elapsed() >= Duration::from_secs(5) {
                 counted = tokio::time::Instant::now();
-                if let Ok(counts) = self.apps.store().delivery_counts().await {
-                    metrics::gauge!(PENDING).set(counts.pending as f64);
+                if let Ok(pending) = self.apps.store().pending_deliveries().await {
+                    metrics::gauge!(PENDING).set(pending as f64);
                 }
             }
             tokio::select! {

@@ -126,7 +126,10 @@ impl TestServer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         params.push(("auth_key".into(), app.key.clone()));
-        params.push(("auth_timestamp".into(), pushi::clock::now_unix().to_string()));
+        params.push((
+            "auth_timestamp".into(),
+            pushi::clock::now_unix().to_string(),
+        ));
         params.push(("auth_version".into(), "1.0".into()));
         if !body_text.is_empty() {
             params.push(("body_md5".into(), auth::body_md5(body_text.as_bytes())));
@@ -344,14 +347,19 @@ impl TestServer {
 
     /// Logs into Pushi's REST API; returns the session token.
     pub async fn pushi_login(&self) -> String {
+        self.pushi_login_as(&self.app).await
+    }
+
+    /// Logs into Pushi's REST API as another of the server's apps.
+    pub async fn pushi_login_as(&self, app: &App) -> String {
         let (status, body) = self
             .rest(
                 "GET",
                 "/login",
                 &[
-                    ("app_id", &self.app.ident),
-                    ("app_key", &self.app.key),
-                    ("app_secret", &self.app.secret),
+                    ("app_id", &app.ident),
+                    ("app_key", &app.key),
+                    ("app_secret", &app.secret),
                 ],
                 None,
                 None,
