@@ -391,7 +391,7 @@ impl Hub {
         Ok(sent)
     }
 
-    fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
+    pub fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
         let app = state.app();
         if publish.channels.is_empty() {
             return Err(PublishError::Invalid("no channel given".into()));
