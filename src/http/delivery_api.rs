@@ -16,7 +16,8 @@ use serde_json::{Map, Value, json};
 
 use super::ServerContext;
 use super::error::{ApiError, ApiResult};
-use super::pushi_api::{Fields, Session, record_id};
+use super::extract::{Fields, Session};
+use super::pushi_json::record_json;
 use crate::auth;
 use crate::notify::matching::web_push_text;
 use crate::notify::payload::{
@@ -80,17 +81,8 @@ fn target_field(kind: TargetKind) -> &'static str {
 
 /// A target record as Pushi lists it.
 fn target_json(record: &TargetRecord, instance: &str) -> Value {
-    let mut out = json!({
-        "id": record.id,
-        "enabled": true,
-        "description": null,
-        "meta": {},
-        "created": record.created,
-        "modified": record.created,
-        "instance": instance,
-        "_id": record_id(record.id),
-        "event": record.event,
-    });
+    let mut out = record_json(record.id, record.created, record.created, instance);
+    out["event"] = json!(record.event);
     out[target_field(record.kind)] = json!(record.target);
     if record.kind == TargetKind::WebPush {
         out["p256dh"] = json!(record.p256dh);

@@ -6,10 +6,11 @@
 
 pub mod delivery_api;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod pusher_api;
 pub mod pushi_api;
-pub mod signed;
+pub mod pushi_json;
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::ServerContext;
 use super::error::{ApiError, ApiResult};
-use super::signed::Signed;
+use super::extract::Signed;
 use crate::hub::{AppState, Hub, Publish, SocketId};
 use crate::protocol::channel::NameRules;
 use crate::protocol::{ChannelName, MAX_BATCH_EVENTS, frames};
