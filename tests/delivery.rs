@@ -497,6 +497,86 @@ async fn direct_webhook_messaging_reports_each_target() {
 }
 
 #[tokio::test]
+async fn direct_messages_of_every_kind_record_what_pushi_sends() {
+    let server = TestServer::start_with(fast_retries).await;
+    let token = server.pushi_login().await;
+    let endpoint = "http://127.0.0.1:9/push/1";
+    let requests = [
+        (
+            "/messaging/apn",
+            json!({"tokens": ["ab12"], "message": "hello", "sandbox": true}),
+        ),
+        (
+            "/messaging/email",
+            json!({"to": ["a@example.com"], "subject": "S", "body": "B", "html": true,
+                   "smtp_host": "127.0.0.1", "smtp_port": 9}),
+        ),
+        (
+            "/messaging/web_push",
+            json!({"endpoint": endpoint, "p256dh": "k1", "auth": "a1",
+                   "message": {"title": "T"}, "vapid_email": "ops@example.com"}),
+        ),
+        (
+            "/messaging",
+            json!({"adapters": ["apn", "email", "web_push"], "data": {"k": 1},
+                   "apn_tokens": "cd34", "email_to": "b@example.com",
+                   "web_push_subscriptions": [{"endpoint": "http://127.0.0.1:9/push/2",
+                                               "p256dh": "k2", "auth": "a2"}]}),
+        ),
+    ];
+    for (path, mut body) in requests {
+        body["wait"] = json!(false);
+        let (status, reply) = server
+            .rest("POST", path, &[], Some(&body), Some(&token))
+            .await;
+        assert_eq!(status, 200, "{path}: {reply}");
+    }
+    let (_, list) = server
+        .rest("GET", "/deliveries", &[], None, Some(&token))
+        .await;
+    let payload = |target: &str| {
+        list["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["target"] == target)
+            .unwrap_or_else(|| panic!("no delivery to {target}: {list}"))["payload"]
+            .clone()
+    };
+    assert_eq!(
+        payload("ab12"),
+        json!({"token": "ab12", "message": "hello", "sandbox": true})
+    );
+    assert_eq!(
+        payload("a@example.com"),
+        json!({"to": "a@example.com", "subject": "S", "body": "B", "html": true,
+               "smtp": {"host": "127.0.0.1", "port": 9, "user": null, "password": null,
+                        "starttls": null, "sender": null}})
+    );
+    assert_eq!(
+        payload(endpoint),
+        json!({"endpoint": endpoint, "p256dh": "k1", "auth": "a1",
+               "payload": r#"{"title":"T"}"#, "vapid_key": null,
+               "vapid_email": "ops@example.com"})
+    );
+    // Several adapters at once: `data` stands in for each adapter's own message.
+    assert_eq!(
+        payload("cd34"),
+        json!({"token": "cd34", "message": {"k": 1}, "sandbox": null})
+    );
+    assert_eq!(
+        payload("b@example.com"),
+        json!({"to": "b@example.com", "subject": "Notification", "body": "{\n  \"k\": 1\n}",
+               "html": false, "smtp": null})
+    );
+    assert_eq!(
+        payload("http://127.0.0.1:9/push/2"),
+        json!({"endpoint": "http://127.0.0.1:9/push/2", "p256dh": "k2", "auth": "a2",
+               "payload": r#"{"k":1}"#, "vapid_key": null, "vapid_email": null})
+    );
+}
+
+#[tokio::test]
 async fn one_app_never_sees_another_apps_deliveries_or_counts() {
     let server = TestServer::start_with(|c| {
         fast_retries(c);
