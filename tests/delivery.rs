@@ -708,14 +708,46 @@ async fn web_push_subscriptions_get_encrypted_pushes_and_410_removes_them() {
         )
         .await;
     receiver.wait_for(2).await;
+    // The worker removes the subscription before it records the delivery as failed.
+    let mut outbox = Value::Null;
     for _ in 0..100 {
-        let (_, list) = server
-            .rest("GET", "/web_pushes", &[], None, Some(&token))
+        (_, outbox) = server
+            .rest("GET", "/deliveries", &[], None, Some(&token))
             .await;
-        if list["subscriptions"] == json!([]) {
-            return;
+        if outbox["deliveries"][0]["status"] == "failed" {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("a 410 did not remove the subscription");
+    assert_eq!(outbox["deliveries"][0]["status"], "failed", "{outbox}");
+    let (_, list) = server
+        .rest("GET", "/web_pushes", &[], None, Some(&token))
+        .await;
+    assert_eq!(
+        list["subscriptions"],
+        json!([]),
+        "a 410 removes the subscription"
+    );
+
+    // This node's publishes stop reaching it at once, not when its cached targets expire.
+    server
+        .rest(
+            "POST",
+            "/events",
+            &[],
+            Some(&json!({"data": "third", "channel": "alerts"})),
+            Some(&token),
+        )
+        .await;
+    let (_, outbox) = server
+        .rest("GET", "/deliveries", &[], None, Some(&token))
+        .await;
+    assert_eq!(outbox["counts"]["failed"], 1, "{outbox}");
+    assert_eq!(
+        outbox["deliveries"].as_array().map(Vec::len),
+        Some(2),
+        "{outbox}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.requests.lock().unwrap().len(), 2);
 }

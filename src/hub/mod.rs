@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::app::App;
 use crate::cluster::{ChannelShare, ClusterView, MemberShare, NodeState, RemotePublish};
-use crate::notify::matching::Notifier;
+use crate::notify::Notifier;
 use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::pushi::{self, Stamp};
@@ -503,8 +503,7 @@ impl Hub {
                 (channel.to_string(), map)
             })
             .collect();
-        let deliveries = notifier.deliveries_for(&app.id, &messages).await?;
-        notifier.enqueue(&app.id, &deliveries).await?;
+        notifier.record(&app.id, &messages).await?;
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use rand::RngExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
+use super::targets::TargetService;
 use super::{Adapter, DeliveryError, NotifyConfig};
 use crate::registry::AppRegistry;
 use crate::store::{DeliveryKind, DeliveryOutcome, DeliveryRecord, TargetKind};
@@ -34,6 +35,8 @@ pub struct Worker {
     apps: Arc<AppRegistry>,
     config: NotifyConfig,
     adapters: HashMap<DeliveryKind, Arc<dyn Adapter>>,
+    /// Where gone targets are removed, so publishes stop reaching them at once.
+    targets: Arc<TargetService>,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
     busy: DashMap<String, Arc<Semaphore>>,
@@ -44,6 +47,7 @@ impl Worker {
         apps: Arc<AppRegistry>,
         config: NotifyConfig,
         adapters: HashMap<DeliveryKind, Arc<dyn Adapter>>,
+        targets: Arc<TargetService>,
         wake: Arc<Notify>,
     ) -> Self {
         Self {
@@ -51,6 +55,7 @@ impl Worker {
             apps,
             config,
             adapters,
+            targets,
             wake,
             busy: DashMap::new(),
         }
@@ -240,14 +245,12 @@ impl Worker {
             DeliveryKind::Smtp => TargetKind::Smtp,
             DeliveryKind::PusherWebhook => return,
         };
-        match self
-            .apps
-            .store()
-            .delete_targets(&d.app_id, kind, &d.target, None)
+        if let Err(e) = self
+            .targets
+            .unsubscribe(&d.app_id, kind, &d.target, None)
             .await
         {
-            Ok(_) => self.wake.notify_one(),
-            Err(e) => tracing::warn!(error = %e, "cannot remove gone target"),
+            tracing::warn!(error = %e, "cannot remove gone target");
         }
     }
 }
