@@ -3,7 +3,7 @@
 //!
 //! A [`Content`] is what one message says, per kind; a [`Recipient`] is who gets it. Their
 //! pair becomes the [`NewDelivery`] the outbox stores, holding everything its adapter needs
-//! (the [`payload`](super::payload) types), so a retry after a restart sends exactly this.
+//! (the [`payload`] types), so a retry after a restart sends exactly this.
 
 use std::collections::BTreeMap;
 
