@@ -136,11 +136,11 @@ impl Trigger {
             exclude,
             info: InfoRequest::parse(event.info.as_deref())?,
         };
-        Hub::validate(state, &trigger.publish())?;
+        Hub::validate(state, &trigger.as_publish())?;
         Ok(trigger)
     }
 
-    fn publish(&self) -> Publish<'_> {
+    fn as_publish(&self) -> Publish<'_> {
         Publish {
             exclude: self.exclude,
             ..Publish::new(&self.channels, &self.name, &self.data)
@@ -154,7 +154,7 @@ async fn publish(
     state: &AppState,
     trigger: &Trigger,
 ) -> ApiResult<Option<Value>> {
-    ctx.hub.publish(state, &trigger.publish()).await?;
+    ctx.hub.publish(state, &trigger.as_publish()).await?;
     if !trigger.info.any() {
         return Ok(None);
     }
