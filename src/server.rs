@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     let ctx = ServerContext {
         hub: hub.clone(),
+        notifier: delivery.notifier.clone(),
         metrics: crate::metrics::install(),
         cluster: cluster.clone(),
         admin: http::pushi_api::AdminPolicy {

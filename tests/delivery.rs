@@ -497,6 +497,143 @@ async fn direct_webhook_messaging_reports_each_target() {
 }
 
 #[tokio::test]
+async fn direct_messages_of_every_kind_record_what_pushi_sends() {
+    let server = TestServer::start_with(fast_retries).await;
+    let token = server.pushi_login().await;
+    let endpoint = "http://127.0.0.1:9/push/1";
+    let requests = [
+        (
+            "/messaging/apn",
+            json!({"tokens": ["ab12"], "message": "hello", "sandbox": true}),
+        ),
+        (
+            "/messaging/email",
+            json!({"to": ["a@example.com"], "subject": "S", "body": "B", "html": true,
+                   "smtp_host": "127.0.0.1", "smtp_port": 9}),
+        ),
+        (
+            "/messaging/web_push",
+            json!({"endpoint": endpoint, "p256dh": "k1", "auth": "a1",
+                   "message": {"title": "T"}, "vapid_email": "ops@example.com"}),
+        ),
+        (
+            "/messaging",
+            json!({"adapters": ["apn", "email", "web_push"], "data": {"k": 1},
+                   "apn_tokens": "cd34", "email_to": "b@example.com",
+                   "web_push_subscriptions": [{"endpoint": "http://127.0.0.1:9/push/2",
+                                               "p256dh": "k2", "auth": "a2"}]}),
+        ),
+    ];
+    for (path, mut body) in requests {
+        body["wait"] = json!(false);
+        let (status, reply) = server
+            .rest("POST", path, &[], Some(&body), Some(&token))
+            .await;
+        assert_eq!(status, 200, "{path}: {reply}");
+    }
+    let (_, list) = server
+        .rest("GET", "/deliveries", &[], None, Some(&token))
+        .await;
+    let payload = |target: &str| {
+        list["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["target"] == target)
+            .unwrap_or_else(|| panic!("no delivery to {target}: {list}"))["payload"]
+            .clone()
+    };
+    assert_eq!(
+        payload("ab12"),
+        json!({"token": "ab12", "message": "hello", "sandbox": true})
+    );
+    assert_eq!(
+        payload("a@example.com"),
+        json!({"to": "a@example.com", "subject": "S", "body": "B", "html": true,
+               "smtp": {"host": "127.0.0.1", "port": 9, "user": null, "password": null,
+                        "starttls": null, "sender": null}})
+    );
+    assert_eq!(
+        payload(endpoint),
+        json!({"endpoint": endpoint, "p256dh": "k1", "auth": "a1",
+               "payload": r#"{"title":"T"}"#, "vapid_key": null,
+               "vapid_email": "ops@example.com"})
+    );
+    // Several adapters at once: `data` stands in for each adapter's own message.
+    assert_eq!(
+        payload("cd34"),
+        json!({"token": "cd34", "message": {"k": 1}, "sandbox": null})
+    );
+    assert_eq!(
+        payload("b@example.com"),
+        json!({"to": "b@example.com", "subject": "Notification", "body": "{\n  \"k\": 1\n}",
+               "html": false, "smtp": null})
+    );
+    assert_eq!(
+        payload("http://127.0.0.1:9/push/2"),
+        json!({"endpoint": "http://127.0.0.1:9/push/2", "p256dh": "k2", "auth": "a2",
+               "payload": r#"{"k":1}"#, "vapid_key": null, "vapid_email": null})
+    );
+}
+
+#[tokio::test]
+async fn one_app_never_sees_another_apps_deliveries_or_counts() {
+    let server = TestServer::start_with(|c| {
+        fast_retries(c);
+        c.static_apps.push(common::test_app("2"));
+    })
+    .await;
+    let one = server.pushi_login().await;
+    let two = server.pushi_login_as(&common::test_app("2")).await;
+    let (_receiver, addr) = Receiver::start(&[]).await;
+    let url = format!("http://{addr}/hook");
+    let send = |sid: &str, n: u32| {
+        let (server, url, sid) = (&server, url.clone(), sid.to_owned());
+        async move {
+            for _ in 0..n {
+                let body = json!({"url": url, "data": {"hello": "world"}});
+                let (status, reply) = server
+                    .rest("POST", "/messaging/webhook", &[], Some(&body), Some(&sid))
+                    .await;
+                assert_eq!(status, 200, "{reply}");
+                assert_eq!(reply["results"][0]["status"], "delivered", "{reply}");
+            }
+        }
+    };
+    let outbox = |sid: &str| {
+        let (server, sid) = (&server, sid.to_owned());
+        async move {
+            let (status, list) = server
+                .rest("GET", "/deliveries", &[], None, Some(&sid))
+                .await;
+            assert_eq!(status, 200, "{list}");
+            list
+        }
+    };
+
+    send(&one, 2).await;
+    let theirs = outbox(&two).await;
+    assert_eq!(theirs["deliveries"], json!([]));
+    assert_eq!(
+        theirs["counts"],
+        json!({"pending": 0, "delivered": 0, "failed": 0})
+    );
+    send(&two, 1).await;
+    let ours = outbox(&one).await;
+    assert_eq!(ours["deliveries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        ours["counts"],
+        json!({"pending": 0, "delivered": 2, "failed": 0})
+    );
+    let theirs = outbox(&two).await;
+    assert_eq!(theirs["deliveries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        theirs["counts"],
+        json!({"pending": 0, "delivered": 1, "failed": 0})
+    );
+}
+
+#[tokio::test]
 async fn web_push_subscriptions_get_encrypted_pushes_and_410_removes_them() {
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     let server = TestServer::start_with(fast_retries).await;
@@ -571,14 +708,46 @@ async fn web_push_subscriptions_get_encrypted_pushes_and_410_removes_them() {
         )
         .await;
     receiver.wait_for(2).await;
+    // The worker removes the subscription before it records the delivery as failed.
+    let mut outbox = Value::Null;
     for _ in 0..100 {
-        let (_, list) = server
-            .rest("GET", "/web_pushes", &[], None, Some(&token))
+        (_, outbox) = server
+            .rest("GET", "/deliveries", &[], None, Some(&token))
             .await;
-        if list["subscriptions"] == json!([]) {
-            return;
+        if outbox["deliveries"][0]["status"] == "failed" {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("a 410 did not remove the subscription");
+    assert_eq!(outbox["deliveries"][0]["status"], "failed", "{outbox}");
+    let (_, list) = server
+        .rest("GET", "/web_pushes", &[], None, Some(&token))
+        .await;
+    assert_eq!(
+        list["subscriptions"],
+        json!([]),
+        "a 410 removes the subscription"
+    );
+
+    // This node's publishes stop reaching it at once, not when its cached targets expire.
+    server
+        .rest(
+            "POST",
+            "/events",
+            &[],
+            Some(&json!({"data": "third", "channel": "alerts"})),
+            Some(&token),
+        )
+        .await;
+    let (_, outbox) = server
+        .rest("GET", "/deliveries", &[], None, Some(&token))
+        .await;
+    assert_eq!(outbox["counts"]["failed"], 1, "{outbox}");
+    assert_eq!(
+        outbox["deliveries"].as_array().map(Vec::len),
+        Some(2),
+        "{outbox}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.requests.lock().unwrap().len(), 2);
 }

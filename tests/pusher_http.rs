@@ -219,6 +219,57 @@ async fn batch_triggers() {
 }
 
 #[tokio::test]
+async fn a_batch_with_any_bad_event_publishes_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.connect().await;
+    c.subscribe("b1").await;
+    let path = format!("/apps/{}/batch_events", server.app.id);
+    let good = json!({"name": "ok", "channel": "b1", "data": "1"});
+    let bad_events = [
+        (
+            json!({"name": "bad", "channel": "not a channel!", "data": "2"}),
+            "channel",
+        ),
+        (
+            json!({"name": "", "channel": "b1", "data": "2"}),
+            "event name",
+        ),
+        (
+            json!({"name": "x".repeat(201), "channel": "b1", "data": "2"}),
+            "event name",
+        ),
+        (
+            json!({"name": "bad", "channel": "b1", "data": "2", "socket_id": "nope"}),
+            "socket_id",
+        ),
+        (
+            json!({"name": "bad", "channel": "b1", "data": "2", "info": "colour"}),
+            "info",
+        ),
+        (
+            json!({"name": "bad", "channels": [], "data": "2"}),
+            "channel",
+        ),
+    ];
+    for (bad, named) in bad_events {
+        let (status, body) = server
+            .api("POST", &path, &[], Some(&json!({"batch": [good, bad]})))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("batch event 1: "), "{message}");
+        assert!(message.contains(named), "{message} should name the {named}");
+        c.expect_silence(100).await;
+    }
+    // The same first event in a good batch does arrive.
+    let (status, _) = server
+        .api("POST", &path, &[], Some(&json!({"batch": [good]})))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(c.recv_event("ok").await["data"], "1");
+}
+
+#[tokio::test]
 async fn channel_queries() {
     let server = TestServer::start().await;
     let mut c = server.connect().await;

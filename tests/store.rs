@@ -1020,7 +1020,7 @@ async fn outbox_claims_once_and_records_outcomes(store: &dyn Store) {
         )
         .await
         .unwrap();
-    let counts = store.delivery_counts().await.unwrap();
+    let counts = store.delivery_counts("1").await.unwrap();
     assert_eq!((counts.pending, counts.delivered, counts.failed), (1, 1, 1));
     // The retry is not due yet; once due it is claimable again, with its attempt counted.
     assert!(
@@ -1049,6 +1049,17 @@ async fn outbox_claims_once_and_records_outcomes(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+
+    // Another app's deliveries count in the worker's backlog, never in this app's counts.
+    store
+        .enqueue_deliveries("2", &[delivery("http://other-app")])
+        .await
+        .unwrap();
+    let counts = store.delivery_counts("1").await.unwrap();
+    assert_eq!((counts.pending, counts.delivered, counts.failed), (1, 1, 1));
+    let other = store.delivery_counts("2").await.unwrap();
+    assert_eq!((other.pending, other.delivered, other.failed), (1, 0, 0));
+    assert_eq!(store.pending_deliveries().await.unwrap(), 2);
 }
 
 async fn outbox_leases_expire_and_concurrent_claims_split(store: &dyn Store) {

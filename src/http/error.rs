@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::hub::PublishError;
+use crate::notify::NotifyError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -57,6 +58,16 @@ impl From<PublishError> for ApiError {
             PublishError::TooLarge { .. } => Self::too_large(e.to_string()),
             PublishError::Invalid(_) => Self::bad_request(e.to_string()),
             PublishError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<NotifyError> for ApiError {
+    fn from(e: NotifyError) -> Self {
+        match e {
+            NotifyError::Invalid(message) => Self::bad_request(message),
+            NotifyError::Forbidden(message) => Self::forbidden(message),
+            NotifyError::Store(store) => store.into(),
         }
     }
 }

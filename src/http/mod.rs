@@ -1,15 +1,21 @@
 //! The HTTP side: routers composed into one, served on every listener.
 //!
-//! Each API is a small router of its own (`pusher_api`, `pushi_api`, `health`); this module
-//! merges them, sends WebSocket upgrades on any path to [`crate::ws`] first, and answers
-//! everything unrouted with a JSON 404.
+//! Each API is a small router of its own: Pusher's HTTP API (`pusher_api`), Pushi's REST API
+//! (`pushi_api`) and its offline-delivery parts (`targets_api`, `messaging_api`,
+//! `deliveries_api`), and `health`. Handlers take checked input from the [`extract`]ors,
+//! call the hub or the notifier, and render the reply; refusals are [`error::ApiError`]s. This
+//! module merges the routers, sends WebSocket upgrades on any path to [`crate::ws`] first, and
+//! answers everything unrouted with a JSON 404.
 
-pub mod delivery_api;
+pub mod deliveries_api;
 pub mod error;
+pub mod extract;
 pub mod health;
+pub mod messaging_api;
 pub mod pusher_api;
 pub mod pushi_api;
-pub mod signed;
+pub mod pushi_json;
+pub mod targets_api;
 
 use std::sync::Arc;
 
@@ -20,12 +26,15 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::hub::Hub;
+use crate::notify::Notifier;
 use error::ApiError;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ServerContext {
     pub hub: Arc<Hub>,
+    /// Offline delivery: targets and direct messages.
+    pub notifier: Arc<Notifier>,
     pub metrics: PrometheusHandle,
     pub admin: pushi_api::AdminPolicy,
     /// Other nodes, in cluster mode.
@@ -36,7 +45,9 @@ pub fn router(ctx: ServerContext) -> Router {
     Router::new()
         .merge(pusher_api::router())
         .merge(pushi_api::router())
-        .merge(delivery_api::router())
+        .merge(targets_api::router())
+        .merge(messaging_api::router())
+        .merge(deliveries_api::router())
         .merge(health::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(error::log_rejections))

@@ -7,12 +7,13 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::ServerContext;
 use super::error::{ApiError, ApiResult};
-use super::signed::Signed;
-use crate::hub::{AppState, Publish, SocketId};
+use super::extract::Signed;
+use crate::hub::{AppState, Hub, Publish, SocketId};
 use crate::protocol::channel::NameRules;
 use crate::protocol::{ChannelName, MAX_BATCH_EVENTS, frames};
 
@@ -89,54 +90,80 @@ fn channel_name(name: &str) -> ApiResult<ChannelName> {
     ChannelName::parse(name, NameRules::Pusher).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// Publishes one event body; returns the per-channel info it asked for, if any.
-async fn publish_event(
+/// One event of a trigger or a batch, checked against everything a publish would refuse.
+struct Trigger {
+    channels: Vec<ChannelName>,
+    name: String,
+    data: Box<RawValue>,
+    exclude: Option<SocketId>,
+    info: InfoRequest,
+}
+
+impl Trigger {
+    /// Reads an event body and checks it whole (names, sizes, `socket_id`, `info`), so that
+    /// a batch can be refused before any of its events is published.
+    fn check(event: EventBody, state: &AppState) -> ApiResult<Self> {
+        let name = event
+            .name
+            .ok_or_else(|| ApiError::bad_request("missing event name (\"name\")"))?;
+        let channels: Vec<ChannelName> = match (event.channels, event.channel) {
+            (Some(list), _) => list
+                .iter()
+                .map(|c| channel_name(c))
+                .collect::<ApiResult<_>>()?,
+            (None, Some(one)) => vec![channel_name(&one)?],
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "missing \"channels\" (a list) or \"channel\"",
+                ));
+            }
+        };
+        let data = match event.data {
+            Some(Value::String(s)) => frames::json_string(&s),
+            Some(other) => frames::json_string(&other.to_string()),
+            None => return Err(ApiError::bad_request("missing event data (\"data\")")),
+        };
+        let exclude = match event.socket_id.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(SocketId::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!("socket_id {s:?} is not of the form 123.456"))
+            })?),
+        };
+        let trigger = Self {
+            channels,
+            name,
+            data,
+            exclude,
+            info: InfoRequest::parse(event.info.as_deref())?,
+        };
+        Hub::validate(state, &trigger.as_publish())?;
+        Ok(trigger)
+    }
+
+    fn as_publish(&self) -> Publish<'_> {
+        Publish {
+            exclude: self.exclude,
+            ..Publish::new(&self.channels, &self.name, &self.data)
+        }
+    }
+}
+
+/// Publishes a checked event; returns the per-channel info it asked for, if any.
+async fn publish(
     ctx: &ServerContext,
     state: &AppState,
-    event: EventBody,
+    trigger: &Trigger,
 ) -> ApiResult<Option<Value>> {
-    let name = event
-        .name
-        .ok_or_else(|| ApiError::bad_request("missing event name (\"name\")"))?;
-    let channels: Vec<ChannelName> = match (event.channels, event.channel) {
-        (Some(list), _) => list
-            .iter()
-            .map(|c| channel_name(c))
-            .collect::<ApiResult<_>>()?,
-        (None, Some(one)) => vec![channel_name(&one)?],
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "missing \"channels\" (a list) or \"channel\"",
-            ));
-        }
-    };
-    let data = match event.data {
-        Some(Value::String(s)) => s,
-        Some(other) => other.to_string(),
-        None => return Err(ApiError::bad_request("missing event data (\"data\")")),
-    };
-    let exclude = match event.socket_id.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(SocketId::parse(s).ok_or_else(|| {
-            ApiError::bad_request(format!("socket_id {s:?} is not of the form 123.456"))
-        })?),
-    };
-    let info = InfoRequest::parse(event.info.as_deref())?;
-    let raw = frames::json_string(&data);
-    let publish = Publish {
-        exclude,
-        ..Publish::new(&channels, &name, &raw)
-    };
-    ctx.hub.publish(state, &publish).await?;
-    if !info.any() {
+    ctx.hub.publish(state, &trigger.as_publish()).await?;
+    if !trigger.info.any() {
         return Ok(None);
     }
     ctx.hub.sync_cluster().await;
     let mut out = Map::new();
-    for channel in &channels {
+    for channel in &trigger.channels {
         out.insert(
             channel.to_string(),
-            channel_info_fields(ctx, state, channel, &info),
+            channel_info_fields(ctx, state, channel, &trigger.info),
         );
     }
     Ok(Some(Value::Object(out)))
@@ -176,13 +203,11 @@ fn channel_info_fields(
 }
 
 async fn trigger(State(ctx): State<ServerContext>, signed: Signed) -> ApiResult<Json<Value>> {
-    let event: EventBody = parse_body(&signed.body)?;
-    Ok(Json(
-        match publish_event(&ctx, &signed.state, event).await? {
-            Some(channels) => json!({ "channels": channels }),
-            None => json!({}),
-        },
-    ))
+    let trigger = Trigger::check(parse_body(&signed.body)?, &signed.state)?;
+    Ok(Json(match publish(&ctx, &signed.state, &trigger).await? {
+        Some(channels) => json!({ "channels": channels }),
+        None => json!({}),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -198,34 +223,20 @@ async fn batch(State(ctx): State<ServerContext>, signed: Signed) -> ApiResult<Js
             body.batch.len()
         )));
     }
-    // Validate every event before publishing any, so a bad batch publishes nothing.
-    for (i, e) in body.batch.iter().enumerate() {
-        if e.channel.is_none() && e.channels.is_none() {
-            return Err(ApiError::bad_request(format!(
-                "batch event {i} has no channel"
-            )));
-        }
-        if e.name.is_none() || e.data.is_none() {
-            return Err(ApiError::bad_request(format!(
-                "batch event {i} needs name and data"
-            )));
-        }
-        let size = match &e.data {
-            Some(Value::String(s)) => s.len(),
-            Some(other) => other.to_string().len(),
-            None => 0,
-        };
-        let limit = signed.app.settings.max_payload_bytes;
-        if size > limit {
-            return Err(ApiError::too_large(format!(
-                "batch event {i}: data is {size} bytes; this app allows at most {limit}"
-            )));
-        }
-    }
-    let mut infos = Vec::with_capacity(body.batch.len());
+    // Every event is checked before any is published: a bad batch publishes nothing.
+    let triggers = body
+        .batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| {
+            Trigger::check(event, &signed.state)
+                .map_err(|e| ApiError::new(e.status, format!("batch event {i}: {}", e.message)))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let mut infos = Vec::with_capacity(triggers.len());
     let mut any_info = false;
-    for event in body.batch {
-        let info = publish_event(&ctx, &signed.state, event).await?;
+    for trigger in &triggers {
+        let info = publish(&ctx, &signed.state, trigger).await?;
         any_info |= info.is_some();
         // A batch item addresses one channel: its info is that channel's attributes.
         infos.push(

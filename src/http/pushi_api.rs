@@ -8,19 +8,20 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::ServerContext;
 use super::error::{ApiError, ApiResult};
+use super::extract::{Fields, Session, flag_value, session_from_form, session_token};
+use super::pushi_json::{record_json, success};
 use crate::app::{App, AppSettings, NewApp};
 use crate::clock::now_unix;
-use crate::hub::{AppState, Publish, SocketId};
+use crate::hub::{Publish, SocketId};
 use crate::protocol::channel::NameRules;
 use crate::protocol::{ChannelName, frames};
 use crate::store::SubscriptionRecord;
@@ -49,37 +50,6 @@ pub fn router() -> Router<ServerContext> {
         .layer(axum::middleware::from_fn(session_from_form))
 }
 
-/// Pushi also reads the session token from a form body's `sid` field (the Python client
-/// sends it that way on bodiless POSTs): lift it into `X-Session-Id` so [`Session`], which
-/// only sees the request head, finds it.
-async fn session_from_form(request: Request, next: axum::middleware::Next) -> Response {
-    let is_form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let (mut parts, body) = request.into_parts();
-    if !is_form || session_token(&parts).is_some() {
-        return next.run(Request::from_parts(parts, body)).await;
-    }
-    let bytes = match axum::body::to_bytes(body, super::signed::MAX_BODY_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(_) => return ApiError::too_large("request body is too large").into_response(),
-    };
-    if let Some((_, sid)) = form_urlencoded::parse(&bytes).find(|(k, _)| k == "sid")
-        && let Ok(value) = axum::http::HeaderValue::from_str(&sid)
-    {
-        parts.headers.insert("x-session-id", value);
-    }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
-}
-
-/// Appier's `_id`: a 24-hex identifier on every record, stable for the record.
-pub fn record_id(id: i64) -> String {
-    format!("{id:024x}")
-}
-
 /// The operator's policy for app creation and cross-app reads.
 #[derive(Clone, Default)]
 pub struct AdminPolicy {
@@ -99,165 +69,6 @@ impl AdminPolicy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| crate::auth::constant_time_eq(given.trim(), expected))
-    }
-}
-
-/// `{"result": "success"}`: Pushi's reply when there is nothing else to say.
-fn success() -> Json<Value> {
-    Json(json!({"result": "success"}))
-}
-
-/// Request fields from the query string and the body (JSON object or form), query winning,
-/// as Pushi reads them.
-pub struct Fields {
-    /// Everything, query values over body values.
-    pub all: Map<String, Value>,
-    /// The body alone (where a name means something else in the query, as Web Push's `auth`).
-    pub body: Map<String, Value>,
-    query: Vec<(String, String)>,
-}
-
-impl Fields {
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.all.get(name)
-    }
-
-    pub fn str(&self, name: &str) -> Option<&str> {
-        self.all
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    }
-
-    /// A value from the query string only.
-    pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|s| !s.is_empty())
-    }
-
-    pub fn required(&self, name: &str) -> ApiResult<&str> {
-        self.str(name)
-            .ok_or_else(|| ApiError::bad_request(format!("missing field \"{name}\"")))
-    }
-
-    /// Pushi's booleans: true unless "", "0", "false" or "False"; JSON booleans as they are.
-    pub fn flag(&self, name: &str) -> Option<bool> {
-        flag_value(self.all.get(name)?)
-    }
-}
-
-fn flag_value(value: &Value) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::Null => None,
-        Value::Number(n) => Some(n.as_f64() != Some(0.0)),
-        Value::String(s) => Some(!matches!(s.as_str(), "" | "0" | "false" | "False")),
-        _ => Some(true),
-    }
-}
-
-impl<S: Send + Sync> FromRequest<S> for Fields {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let query: Vec<(String, String)> = req
-            .uri()
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
-        let is_form = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        let bytes = axum::body::to_bytes(req.into_body(), super::signed::MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::too_large("request body is too large"))?;
-        let mut body = Map::new();
-        if !bytes.is_empty() {
-            if is_form {
-                for (k, v) in form_urlencoded::parse(&bytes) {
-                    body.insert(k.into_owned(), Value::String(v.into_owned()));
-                }
-            } else {
-                match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(Value::Object(map)) => body = map,
-                    Ok(_) => return Err(ApiError::bad_request("body must be a JSON object")),
-                    Err(e) => {
-                        return Err(ApiError::bad_request(format!(
-                            "body is not valid JSON: {e}"
-                        )));
-                    }
-                }
-            }
-        }
-        let mut all = body.clone();
-        for (k, v) in &query {
-            all.insert(k.clone(), Value::String(v.clone()));
-        }
-        Ok(Self { all, body, query })
-    }
-}
-
-/// The app a Pushi session is logged into. Routes taking it answer 403 without a session.
-pub struct Session {
-    pub app: Arc<App>,
-    pub state: Arc<AppState>,
-}
-
-/// The session token: header `X-Session-Id`, query `sid`/`session_id`/`_sid`, or cookie `sid`.
-fn session_token(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts
-        .headers
-        .get("x-session-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        return Some(v.to_owned());
-    }
-    if let Some(q) = parts.uri.query() {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            if matches!(&*k, "sid" | "session_id" | "_sid") && !v.is_empty() {
-                return Some(v.into_owned());
-            }
-        }
-    }
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == "sid")
-        .map(|(_, v)| v.to_owned())
-}
-
-impl FromRequestParts<ServerContext> for Session {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        ctx: &ServerContext,
-    ) -> Result<Self, Self::Rejection> {
-        let not_logged_in =
-            || ApiError::forbidden("User not authenticated: log in with GET /login first");
-        let token = session_token(parts).ok_or_else(not_logged_in)?;
-        let store = ctx.hub.apps.store();
-        let app_id = store.session_app(&token).await?.ok_or_else(not_logged_in)?;
-        let app = ctx
-            .hub
-            .apps
-            .by_id(&app_id)
-            .await?
-            .ok_or_else(not_logged_in)?;
-        if !app.enabled {
-            return Err(ApiError::forbidden(format!("app {} is disabled", app.id)));
-        }
-        let state = ctx.hub.state(&app);
-        Ok(Self { app, state })
     }
 }
 
@@ -285,18 +96,10 @@ fn app_json(app: &App, with_secret: bool) -> Value {
 }
 
 fn subscription_json(record: &SubscriptionRecord, instance: &str) -> Value {
-    json!({
-        "id": record.id,
-        "enabled": true,
-        "description": null,
-        "meta": {},
-        "created": record.created,
-        "modified": record.modified,
-        "instance": instance,
-        "user_id": record.user_id,
-        "event": record.event,
-        "_id": record_id(record.id),
-    })
+    let mut out = record_json(record.id, record.created, record.modified, instance);
+    out["user_id"] = json!(record.user_id);
+    out["event"] = json!(record.event);
+    out
 }
 
 async fn login(State(ctx): State<ServerContext>, fields: Fields) -> ApiResult<Response> {

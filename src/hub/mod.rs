@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::app::App;
 use crate::cluster::{ChannelShare, ClusterView, MemberShare, NodeState, RemotePublish};
-use crate::notify::matching::Notifier;
+use crate::notify::Notifier;
 use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::pushi::{self, Stamp};
@@ -391,7 +391,7 @@ impl Hub {
         Ok(sent)
     }
 
-    fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
+    pub fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
         let app = state.app();
         if publish.channels.is_empty() {
             return Err(PublishError::Invalid("no channel given".into()));
@@ -503,8 +503,7 @@ impl Hub {
                 (channel.to_string(), map)
             })
             .collect();
-        let deliveries = notifier.deliveries_for(&app.id, &messages).await?;
-        notifier.enqueue(&app.id, &deliveries).await?;
+        notifier.record(&app.id, &messages).await?;
         Ok(())
     }
 

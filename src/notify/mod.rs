@@ -1,20 +1,27 @@
 //! Reaching users who are offline: webhooks, Web Push, e-mail and Apple push, through a
 //! durable outbox.
 //!
-//! A publish finds the delivery targets subscribed to its channels ([`matching`]), records one
-//! delivery per target in the store's outbox *before* it is attempted, and returns. The
-//! [`worker`] claims due deliveries, hands each to the [`Adapter`] of its kind, and records
-//! the outcome: delivered, retry later (exponential backoff with jitter), or given up with the
-//! reason. A restart resumes pending deliveries, so delivery is at-least-once; receivers
-//! de-duplicate with the delivery id.
+//! Deliveries start in two ways, both through the [`Notifier`]: a publish reaches the targets
+//! subscribed to its channels ([`matching`]), or a direct message names its recipients. Either
+//! way one [`compose::Content`] per recipient becomes a delivery recorded in the [`outbox`]
+//! *before* it is attempted, and the caller returns. The [`worker`] claims due deliveries,
+//! hands each to the [`Adapter`] of its kind, and records the outcome: delivered, retry later
+//! (exponential backoff with jitter), or given up with the reason. A restart resumes pending
+//! deliveries, so delivery is at-least-once; receivers de-duplicate with the delivery id.
 //!
-//! Pusher-style app webhooks ([`pusher_webhooks`]) use the same outbox.
+//! Targets are changed only through the [`targets::TargetService`], which keeps the cache
+//! publishes read in step with them. Pusher-style app webhooks ([`pusher_webhooks`]) use the
+//! same outbox.
 
 pub mod apns;
+pub mod compose;
 pub mod email;
 pub mod matching;
+mod notifier;
+pub mod outbox;
 pub mod payload;
 pub mod pusher_webhooks;
+pub mod targets;
 pub mod web_push;
 pub mod webhook;
 pub mod worker;
@@ -29,9 +36,11 @@ use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::registry::AppRegistry;
-use crate::store::{DeliveryKind, DeliveryRecord};
-use matching::Notifier;
+use crate::store::{DeliveryKind, DeliveryRecord, StoreError};
+pub use notifier::Notifier;
+use outbox::Outbox;
 use pusher_webhooks::HookSender;
+use targets::TargetService;
 
 /// Tunables of offline delivery, the same for every app.
 #[derive(Debug, Clone)]
@@ -114,15 +123,23 @@ pub fn start(
             Arc::new(pusher_webhooks::PusherWebhookAdapter::new(&config)),
         ),
     ]);
-    let notifier = Arc::new(Notifier::new(apps.clone(), config.clone(), wake.clone()));
+    let targets = Arc::new(TargetService::new(apps.clone()));
+    let outbox = Arc::new(Outbox::new(apps.clone(), wake.clone()));
+    let notifier = Arc::new(Notifier::new(
+        apps.clone(),
+        config.clone(),
+        targets.clone(),
+        outbox.clone(),
+    ));
     let worker = Arc::new(worker::Worker::new(
         apps.clone(),
         config.clone(),
         adapters,
+        targets,
         wake,
     ));
     let (hooks, events) = tokio::sync::mpsc::unbounded_channel();
-    let batcher = pusher_webhooks::Batcher::new(apps, notifier.clone(), config.webhook_hold);
+    let batcher = pusher_webhooks::Batcher::new(apps, outbox, config.webhook_hold);
     let tasks = vec![
         tokio::spawn(worker.run(stop.clone())),
         tokio::spawn(batcher.run(events, stop)),
@@ -132,6 +149,19 @@ pub fn start(
         hooks,
         tasks,
     }
+}
+
+/// Why offline delivery refused a request (a subscription or a direct message).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Malformed: a bad target, channel name, browser key, method or header.
+    #[error("{0}")]
+    Invalid(String),
+    /// A subscription to a private channel without a valid signature.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Why an attempt did not deliver.

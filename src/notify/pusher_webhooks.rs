@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::matching::Notifier;
+use super::outbox::Outbox;
 use super::payload::{self, PusherWebhookPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, classify_status, transport_error};
 use crate::app::App;
@@ -134,17 +134,13 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Batcher {
     apps: Arc<AppRegistry>,
-    notifier: Arc<Notifier>,
+    outbox: Arc<Outbox>,
     hold: Duration,
 }
 
 impl Batcher {
-    pub fn new(apps: Arc<AppRegistry>, notifier: Arc<Notifier>, hold: Duration) -> Self {
-        Self {
-            apps,
-            notifier,
-            hold,
-        }
+    pub fn new(apps: Arc<AppRegistry>, outbox: Arc<Outbox>, hold: Duration) -> Self {
+        Self { apps, outbox, hold }
     }
 
     pub async fn run(
@@ -243,7 +239,7 @@ impl Batcher {
                 }),
             });
         }
-        if let Err(e) = self.notifier.enqueue(app_id, &deliveries).await {
+        if let Err(e) = self.outbox.enqueue(app_id, &deliveries).await {
             tracing::error!(error = %e, app_id, "cannot record webhooks in the outbox");
         }
     }

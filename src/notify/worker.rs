@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use rand::RngExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
+use super::targets::TargetService;
 use super::{Adapter, DeliveryError, NotifyConfig};
 use crate::registry::AppRegistry;
 use crate::store::{DeliveryKind, DeliveryOutcome, DeliveryRecord, TargetKind};
@@ -34,6 +35,8 @@ pub struct Worker {
     apps: Arc<AppRegistry>,
     config: NotifyConfig,
     adapters: HashMap<DeliveryKind, Arc<dyn Adapter>>,
+    /// Where gone targets are removed, so publishes stop reaching them at once.
+    targets: Arc<TargetService>,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
     busy: DashMap<String, Arc<Semaphore>>,
@@ -44,6 +47,7 @@ impl Worker {
         apps: Arc<AppRegistry>,
         config: NotifyConfig,
         adapters: HashMap<DeliveryKind, Arc<dyn Adapter>>,
+        targets: Arc<TargetService>,
         wake: Arc<Notify>,
     ) -> Self {
         Self {
@@ -51,6 +55,7 @@ impl Worker {
             apps,
             config,
             adapters,
+            targets,
             wake,
             busy: DashMap::new(),
         }
@@ -71,8 +76,8 @@ impl Worker {
             self.claim_and_start().await;
             if counted.elapsed() >= Duration::from_secs(5) {
                 counted = tokio::time::Instant::now();
-                if let Ok(counts) = self.apps.store().delivery_counts().await {
-                    metrics::gauge!(PENDING).set(counts.pending as f64);
+                if let Ok(pending) = self.apps.store().pending_deliveries().await {
+                    metrics::gauge!(PENDING).set(pending as f64);
                 }
             }
             tokio::select! {
@@ -240,14 +245,12 @@ impl Worker {
             DeliveryKind::Smtp => TargetKind::Smtp,
             DeliveryKind::PusherWebhook => return,
         };
-        match self
-            .apps
-            .store()
-            .delete_targets(&d.app_id, kind, &d.target, None)
+        if let Err(e) = self
+            .targets
+            .unsubscribe(&d.app_id, kind, &d.target, None)
             .await
         {
-            Ok(_) => self.wake.notify_one(),
-            Err(e) => tracing::warn!(error = %e, "cannot remove gone target"),
+            tracing::warn!(error = %e, "cannot remove gone target");
         }
     }
 }

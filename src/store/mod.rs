@@ -8,7 +8,9 @@
 //!
 //! Everything but apps and sessions is scoped by the owning app's id: each method takes an
 //! `app_id` and never reads or writes another app's rows, so tenant isolation does not depend
-//! on callers remembering a filter.
+//! on callers remembering a filter. The one exception is the delivery worker's side of the
+//! outbox (claiming, finishing, the pending total): the worker serves every app, and no
+//! request ever reaches those methods.
 
 pub mod migrations;
 pub mod records;
@@ -173,7 +175,8 @@ pub trait Store: Send + Sync + 'static {
         app_id: &str,
         deliveries: &[NewDelivery],
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
-    /// Claims up to `limit` due pending deliveries for `node` until `now_ms + lease_ms`.
+    /// Claims up to `limit` due pending deliveries of any app for `node` until
+    /// `now_ms + lease_ms` (worker side: not scoped by app).
     /// A claimed delivery is invisible to other claims until its lease ends, so two nodes
     /// never attempt it at once; a node that dies loses its claims when the lease ends.
     async fn claim_deliveries(
@@ -183,9 +186,14 @@ pub trait Store: Send + Sync + 'static {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
-    /// Records the outcome of an attempt and releases the claim.
+    /// Records the outcome of an attempt and releases the claim (worker side: by the id of
+    /// a delivery it claimed).
     async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
-    async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError>;
+    /// How many pending deliveries there are across every app: the worker's backlog gauge
+    /// (worker side: not scoped by app, never shown to an app).
+    async fn pending_deliveries(&self) -> Result<i64, StoreError>;
+    /// An app's deliveries counted by status.
+    async fn delivery_counts(&self, app_id: &str) -> Result<DeliveryCounts, StoreError>;
     /// An app's deliveries by id (ids of other apps are ignored).
     async fn get_deliveries(
         &self,

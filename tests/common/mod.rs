@@ -347,14 +347,19 @@ impl TestServer {
 
     /// Logs into Pushi's REST API; returns the session token.
     pub async fn pushi_login(&self) -> String {
+        self.pushi_login_as(&self.app).await
+    }
+
+    /// Logs into Pushi's REST API as another of the server's apps.
+    pub async fn pushi_login_as(&self, app: &App) -> String {
         let (status, body) = self
             .rest(
                 "GET",
                 "/login",
                 &[
-                    ("app_id", &self.app.ident),
-                    ("app_key", &self.app.key),
-                    ("app_secret", &self.app.secret),
+                    ("app_id", &app.ident),
+                    ("app_key", &app.key),
+                    ("app_secret", &app.secret),
                 ],
                 None,
                 None,

@@ -145,10 +145,20 @@ pub(super) async fn finish(
     Ok(())
 }
 
-pub(super) async fn counts(pool: &AnyPool) -> Result<DeliveryCounts, StoreError> {
-    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status")
-        .fetch_all(pool)
+pub(super) async fn pending_total(pool: &AnyPool) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'pending'")
+        .fetch_one(pool)
         .await?;
+    Ok(row.try_get("n")?)
+}
+
+pub(super) async fn counts(pool: &AnyPool, app_id: &str) -> Result<DeliveryCounts, StoreError> {
+    let rows = sqlx::query(
+        "SELECT status, COUNT(*) AS n FROM deliveries WHERE app_id = $1 GROUP BY status",
+    )
+    .bind(app_id)
+    .fetch_all(pool)
+    .await?;
     let mut counts = DeliveryCounts::default();
     for row in rows {
         let status: String = row.try_get("status")?;

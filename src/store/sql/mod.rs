@@ -337,8 +337,12 @@ impl Store for SqlStore {
         deliveries::finish(&self.pool, id, outcome).await
     }
 
-    async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
-        deliveries::counts(&self.pool).await
+    async fn pending_deliveries(&self) -> Result<i64, StoreError> {
+        deliveries::pending_total(&self.pool).await
+    }
+
+    async fn delivery_counts(&self, app_id: &str) -> Result<DeliveryCounts, StoreError> {
+        deliveries::counts(&self.pool, app_id).await
     }
 
     async fn get_deliveries(

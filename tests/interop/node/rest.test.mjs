@@ -8,6 +8,7 @@ import {
   cfg,
   client,
   closeAll,
+  flushWithMarker,
   named,
   rejectsWithStatus,
   serverSdk,
@@ -235,6 +236,24 @@ describe('HTTP API errors', () => {
       413,
       'batch with 20 KB of data',
     );
+  });
+
+  test('a batch whose second event has an invalid channel name is a 400 and publishes nothing', async () => {
+    const sdk = serverSdk();
+    const name = uid('batch-bad-');
+    const p = client();
+    await subscribe(p, name);
+    await rejectsWithStatus(
+      sdk.triggerBatch([
+        { channel: name, name: 'first', data: { n: 1 } },
+        { channel: 'not a channel!', name: 'second', data: { n: 2 } },
+      ]),
+      400,
+      'batch with an invalid second channel',
+    );
+    // Everything sent before the marker has arrived by the time it does.
+    await flushWithMarker(sdk, p, name);
+    assert.equal(p.rec.events.filter(named('first', name)).length, 0, 'the first event was published');
   });
 
   test('unknown app id is a 404', async () => {

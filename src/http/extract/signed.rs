@@ -10,18 +10,16 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 
-use super::ServerContext;
-use super::error::ApiError;
+use super::MAX_BODY_BYTES;
 use crate::app::App;
 use crate::auth;
 use crate::clock::now_unix;
+use crate::http::ServerContext;
+use crate::http::error::ApiError;
 use crate::hub::AppState;
 
 /// How far `auth_timestamp` may be from the server's clock.
 const TIMESTAMP_WINDOW_SECS: i64 = 600;
-
-/// Largest body the HTTP API reads: a full batch of ten maximum-size events fits easily.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct Signed {
     pub app: Arc<App>,
