@@ -15,9 +15,9 @@ use crate::hub::channel::PresenceJoin;
 use crate::hub::{Publish, SubscribeRefusal};
 use crate::protocol::channel::NameRules;
 use crate::protocol::inbound::{Envelope, SubscribeData, UnsubscribeData};
-use crate::protocol::pushi::events_json;
-use crate::protocol::pushi::{self, ChannelView};
+use crate::protocol::pushi::{self, ChannelView, StoredEvent, events_json};
 use crate::protocol::{ChannelKind, ChannelName, Dialect, frames};
+use crate::store::EventRecord;
 
 /// How many history events a `personal-` subscription reply carries.
 const PERSONAL_REPLY_EVENTS: u32 = 10;
@@ -27,6 +27,23 @@ const PUSHI_RATE_FACTOR: u32 = 10;
 
 /// Most events one `pusher:latest` may ask for (a count of 0 means "this many").
 const MAX_LATEST: u32 = 1000;
+
+/// A stored event's fields as Pushi's wire shape takes them. Lives with the Pushi dialect, the
+/// layer that reads history from the store and sends it (here and in `http::pushi_api`), so
+/// neither the wire types nor the store depend on each other.
+impl<'a> From<&'a EventRecord> for StoredEvent<'a> {
+    fn from(event: &'a EventRecord) -> Self {
+        Self {
+            id: event.id,
+            mid: &event.mid,
+            channel: &event.channel,
+            owner_id: event.owner_id.as_deref(),
+            timestamp: event.timestamp,
+            data: &event.data,
+            created: event.created,
+        }
+    }
+}
 
 #[derive(Deserialize)]
 struct LatestData {
@@ -210,7 +227,7 @@ impl Connection {
                 joined.push(target);
             }
         }
-        let events = events_json(&history, &app.ident);
+        let events = events_json(history.iter().map(StoredEvent::from), &app.ident);
         let reply = |_: &crate::hub::channel::Channel| {
             Some(pushi::channel_reply(
                 pushi::SUBSCRIBED,
@@ -303,7 +320,7 @@ impl Connection {
             Ok(h) => h,
             Err(e) => return self.send_error(None, &format!("could not load history: {e}")),
         };
-        let events = events_json(&history, &app.ident);
+        let events = events_json(history.iter().map(StoredEvent::from), &app.ident);
         let alias: Vec<String> = self
             .personal
             .get(&channel)
