@@ -80,13 +80,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let delivery = crate::notify::start(apps.clone(), config.notify.clone(), stopped.clone());
     let mut tasks = delivery.tasks;
     let cluster = match config.cluster.clone() {
-        Some(cluster_config) => {
-            let (cluster, cluster_tasks) = Cluster::start(cluster_config, stopped.clone())
+        Some(cluster_config) => Some(
+            Cluster::open(cluster_config)
                 .await
-                .map_err(|e| anyhow::anyhow!(e))?;
-            tasks.extend(cluster_tasks);
-            Some(cluster)
-        }
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
         None => None,
     };
     let hub = Arc::new(Hub::new(
@@ -97,7 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         cluster.clone().map(|c| c as Arc<dyn ClusterView>),
     ));
     if let Some(cluster) = &cluster {
-        cluster.attach(&hub);
+        tasks.extend(cluster.start(hub.clone(), stopped.clone()));
     }
     let http_listener = bind(&config.http_host, config.http_port).await?;
     let http_addr = http_listener.local_addr()?;

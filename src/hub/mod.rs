@@ -9,6 +9,7 @@
 //! events all go through it: validate, serialise once per channel, fan out to local sockets.
 
 pub mod channel;
+pub mod local_node;
 pub mod socket;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::app::App;
-use crate::cluster::{ChannelShare, ClusterView, MemberShare, NodeState, RemotePublish};
+use crate::cluster::{ClusterView, RemotePublish};
 use crate::notify::matching::Notifier;
 use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::protocol::frames::{self, Frame};
@@ -210,81 +211,6 @@ impl Hub {
     /// The live state of an app, if any socket of it was ever seen on this node.
     pub fn existing_state(&self, app_id: &str) -> Option<Arc<AppState>> {
         self.states.get(app_id).map(|s| s.clone())
-    }
-
-    /// This node's share of the cluster state, for a snapshot.
-    pub fn local_share(&self) -> NodeState {
-        let mut share = NodeState::default();
-        for state in self.states.iter() {
-            let channels: HashMap<String, ChannelShare> = state
-                .channels
-                .iter()
-                .filter(|c| !c.subscribers.is_empty())
-                .map(|c| {
-                    let members = c
-                        .members
-                        .iter()
-                        .map(|(user, m)| {
-                            (
-                                user.to_string(),
-                                MemberShare {
-                                    user_info: m.user_info.get().to_owned(),
-                                    channel_data: m.channel_data.get().to_owned(),
-                                    sockets: i64::from(m.sockets),
-                                },
-                            )
-                        })
-                        .collect();
-                    (
-                        c.key().to_string(),
-                        ChannelShare {
-                            subscriptions: c.subscribers.len() as i64,
-                            members,
-                        },
-                    )
-                })
-                .collect();
-            if !channels.is_empty() {
-                share.apps.insert(state.key().clone(), channels);
-            }
-            let users: HashMap<String, i64> = state
-                .users
-                .iter()
-                .map(|u| (u.key().to_string(), u.value().len() as i64))
-                .collect();
-            if !users.is_empty() {
-                share.signed_in.insert(state.key().clone(), users);
-            }
-        }
-        share
-    }
-
-    /// Delivers a publish made on another node to this node's sockets (and keeps the last
-    /// event of cache channels, even before this node has any socket of the app).
-    pub async fn deliver_remote(&self, remote: RemotePublish) {
-        let channels: Vec<ChannelName> = remote
-            .channels
-            .iter()
-            .filter_map(|c| ChannelName::parse(c, protocol::channel::NameRules::Pushi).ok())
-            .collect();
-        let state = match self.existing_state(&remote.app) {
-            Some(state) => state,
-            None if channels.iter().any(ChannelName::is_cache) => {
-                match self.apps.by_id(&remote.app).await {
-                    Ok(Some(app)) => self.state(&app),
-                    _ => return,
-                }
-            }
-            None => return,
-        };
-        let publish = Publish {
-            exclude: remote.exclude.as_deref().and_then(SocketId::parse),
-            user_id: remote.user_id.as_deref(),
-            extra: Some(&remote.extra),
-            ..Publish::new(&channels, &remote.event, &remote.data)
-        };
-        let sent = state.fan_out(&publish, remote.stamps.as_deref(), self.config.cache_ttl);
-        metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
     }
 
     /// The live state of `app`, created on first use. A newer copy of the app (changed
@@ -633,20 +559,6 @@ impl AppState {
         self.channels
             .get(channel)
             .is_some_and(|c| c.members.contains_key(user_id))
-    }
-
-    /// Another node's member joined or left the cluster: tell this node's subscribers.
-    pub fn announce_remote_member(
-        &self,
-        channel: &str,
-        added: bool,
-        user_id: &str,
-        user_info: &RawValue,
-        channel_data: &RawValue,
-    ) {
-        if let Some(ch) = self.channels.get(channel) {
-            ch.announce_member(channel, added, user_id, user_info, channel_data, None);
-        }
     }
 
     /// Presence members cluster-wide: user id → (user_info, channel_data).
