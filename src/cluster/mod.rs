@@ -27,7 +27,7 @@ pub mod message;
 mod replicas;
 mod runtime;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -107,9 +107,8 @@ pub trait ClusterView: Send + Sync {
     /// From the replicas; a user with sockets on several other nodes appears once.
     fn remote_members(&self, app: &str, channel: &str) -> BTreeMap<String, (String, String)>;
 
-    /// Channels occupied on other nodes: name → (subscriptions, member user ids). From the
-    /// replicas.
-    fn remote_channels(&self, app: &str) -> HashMap<String, (i64, HashSet<String>)>;
+    /// Channels with subscribers on other nodes: name → subscriptions. From the replicas.
+    fn remote_channels(&self, app: &str) -> HashMap<String, i64>;
 
     /// Hands a publish to every other node, which delivers it to its own sockets.
     ///

@@ -110,14 +110,12 @@ impl Replicas {
         out
     }
 
-    pub fn channels(&self, app: &str) -> HashMap<String, (i64, HashSet<String>)> {
-        let mut out: HashMap<String, (i64, HashSet<String>)> = HashMap::new();
+    pub fn channels(&self, app: &str) -> HashMap<String, i64> {
+        let mut out: HashMap<String, i64> = HashMap::new();
         for r in self.0.read().values() {
             if let Some(channels) = r.state.apps.get(app) {
                 for (name, share) in channels {
-                    let entry = out.entry(name.clone()).or_default();
-                    entry.0 += share.subscriptions.max(0);
-                    entry.1.extend(share.members.keys().cloned());
+                    *out.entry(name.clone()).or_default() += share.subscriptions.max(0);
                 }
             }
         }

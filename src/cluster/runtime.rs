@@ -308,7 +308,7 @@ impl ClusterView for Cluster {
         self.replicas.members(app, channel)
     }
 
-    fn remote_channels(&self, app: &str) -> HashMap<String, (i64, HashSet<String>)> {
+    fn remote_channels(&self, app: &str) -> HashMap<String, i64> {
         self.replicas.channels(app)
     }
 

@@ -9,8 +9,10 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
+use super::Hub;
+use super::app_state::AppState;
+use super::publish::Publish;
 use super::socket::SocketId;
-use super::{AppState, Hub, Publish};
 use crate::cluster::{ChannelShare, LocalNode, MemberShare, NodeState, RemotePublish};
 use crate::protocol::ChannelName;
 use crate::protocol::channel::NameRules;

@@ -151,12 +151,12 @@ impl Connection {
         }
         let state = self.state.clone();
         let reply = |ch: &crate::hub::channel::Channel| {
-            let members = state.pushi_members_with(ch, channel.as_str());
+            let members = state.members_in(ch, channel.as_str());
             Some(pushi::channel_reply(
                 pushi::SUBSCRIBED,
                 &ChannelView {
                     name: channel.as_str(),
-                    members: members.iter().map(|(id, d)| (&**id, &**d)).collect(),
+                    members: members.channel_data(),
                     alias: &[],
                     events: &[],
                 },
@@ -269,12 +269,12 @@ impl Connection {
         }
         self.channels.remove(&channel);
         self.state.unsubscribe(self.handle.id(), &channel);
-        let members = self.state.pushi_members(channel.as_str());
+        let members = self.state.members(channel.as_str());
         self.send(pushi::channel_reply(
             pushi::UNSUBSCRIBED,
             &ChannelView {
                 name: channel.as_str(),
-                members: members.iter().map(|(id, d)| (&**id, &**d)).collect(),
+                members: members.channel_data(),
                 alias: &alias,
                 events: &[],
             },
@@ -326,12 +326,12 @@ impl Connection {
             .get(&channel)
             .map(|list| list.iter().map(|c| c.to_string()).collect())
             .unwrap_or_default();
-        let members = self.state.pushi_members(channel.as_str());
+        let members = self.state.members(channel.as_str());
         self.send(pushi::channel_reply(
             pushi::LATEST,
             &ChannelView {
                 name: channel.as_str(),
-                members: members.iter().map(|(id, d)| (&**id, &**d)).collect(),
+                members: members.channel_data(),
                 alias: &alias,
                 events: &events,
             },
