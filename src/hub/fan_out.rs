@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::app_state::AppState;
 use super::cache::CachedEvent;
 use super::channel::{Channel, DialectFrames, Subscriber};
-use super::publish::{Publish, no_extra};
+use super::publish::{EventData, Publish, no_extra};
 use super::socket::SocketId;
 use crate::protocol::frames;
 use crate::protocol::pushi::{self, Stamp};
@@ -29,6 +29,7 @@ impl AppState {
     pub(super) fn fan_out(
         &self,
         publish: &Publish<'_>,
+        data: &EventData<'_>,
         stamps: Option<&[Stamp]>,
         ttl: Duration,
     ) -> usize {
@@ -38,7 +39,6 @@ impl AppState {
                 .iter()
                 .any(|c| c.kind() == ChannelKind::Peer);
         let mut pushi_seen: HashSet<SocketId> = HashSet::new();
-        let data_string = std::cell::OnceCell::new();
         let extra: &Map<String, Value> = match publish.extra {
             Some(extra) => extra,
             None => no_extra(),
@@ -47,18 +47,13 @@ impl AppState {
         for (i, channel) in publish.channels.iter().enumerate() {
             let stamp = stamps.and_then(|s| s.get(i));
             let pusher = || {
-                frames::channel_event(
-                    publish.event,
-                    channel.as_str(),
-                    publish.data,
-                    publish.user_id,
-                )
+                frames::channel_event(publish.event, channel.as_str(), data.raw(), publish.user_id)
             };
             let pushi = || {
                 pushi::Message {
                     channel: channel.as_str(),
                     event: publish.event,
-                    data: data_string.get_or_init(|| pushi::data_string(publish.data)),
+                    data: data.text(),
                     extra,
                     stamp,
                 }
@@ -71,7 +66,7 @@ impl AppState {
                     CachedEvent {
                         frame: frames.get(Dialect::Pusher).clone(),
                         event: publish.event.to_owned(),
-                        data: publish.data.to_owned(),
+                        data: data.raw().to_owned(),
                         stored: Instant::now(),
                     },
                     ttl,

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use super::Hub;
 use super::app_state::AppState;
-use super::publish::Publish;
+use super::publish::{EventData, Publish};
 use super::socket::SocketId;
 use crate::cluster::{ChannelShare, LocalNode, MemberShare, NodeState, RemotePublish};
 use crate::protocol::ChannelName;
@@ -63,7 +63,13 @@ impl LocalNode for Hub {
             extra: Some(&remote.extra),
             ..Publish::new(&channels, &remote.event, &remote.data)
         };
-        let sent = state.fan_out(&publish, remote.stamps.as_deref(), self.config.cache_ttl);
+        let data = EventData::new(&remote.data);
+        let sent = state.fan_out(
+            &publish,
+            &data,
+            remote.stamps.as_deref(),
+            self.config.cache_ttl,
+        );
         metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
     }
 

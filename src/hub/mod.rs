@@ -43,7 +43,7 @@ use crate::registry::AppRegistry;
 
 pub use app_state::{AppState, SubscribeOutcome, SubscribeRefusal};
 pub use cache::CachedEvent;
-pub use publish::{Publish, PublishError};
+pub use publish::{EventData, Publish, PublishError};
 pub use queries::{ChannelStats, Members};
 pub use socket::{SocketHandle, SocketId, SocketReceiver};
 pub use users::SignedIn;

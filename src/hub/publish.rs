@@ -4,7 +4,11 @@
 //! [`Hub::publish`]. It validates, stores the event if asked (before anyone sees it, so an
 //! acknowledged publish survives a crash), records offline deliveries, fans out to this node's
 //! sockets, and hands the event to the other nodes.
+//!
+//! The event's data is normalised once, into [`EventData`]: its raw JSON and Pushi's string
+//! form are each built at most once per publish and shared by every step.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use serde_json::value::RawValue;
@@ -18,10 +22,12 @@ use crate::protocol::pushi::{self, Stamp};
 use crate::protocol::{self, ChannelName};
 use crate::store::{NewEvent, StoreError};
 
-/// What a publish asks for. `data` is raw JSON (a string for HTTP triggers).
+/// What a publish asks for. Channel names were parsed by the caller (a [`ChannelName`] is
+/// always valid); the hub checks the rest in [`Hub::validate`].
 pub struct Publish<'a> {
     pub channels: &'a [ChannelName],
     pub event: &'a str,
+    /// Raw JSON: a string for HTTP triggers, whatever the sender sent for client events.
     pub data: &'a RawValue,
     /// The socket that must not receive it (the sender, or the trigger's `socket_id`).
     pub exclude: Option<SocketId>,
@@ -61,6 +67,33 @@ pub enum PublishError {
     Store(#[from] StoreError),
 }
 
+/// An event's data in the two shapes the publish path needs, each built at most once per
+/// publish: the raw JSON (Pusher frames, the cache, the cluster message) and Pushi's string
+/// form (Pushi frames, the stored snapshot, offline deliveries, the payload limit). The string form borrows the raw JSON unless it has escapes.
+pub struct EventData<'a> {
+    raw: &'a RawValue,
+    text: OnceLock<Cow<'a, str>>,
+}
+
+impl<'a> EventData<'a> {
+    pub fn new(raw: &'a RawValue) -> Self {
+        Self {
+            raw,
+            text: OnceLock::new(),
+        }
+    }
+
+    pub fn raw(&self) -> &'a RawValue {
+        self.raw
+    }
+
+    /// Pushi's string form: a string's contents, anything else as its JSON text. Built on
+    /// first use, so a publish no Pushi socket or store needs never builds it.
+    pub fn text(&self) -> &str {
+        self.text.get_or_init(|| pushi::data_text(self.raw))
+    }
+}
+
 /// An empty map, for publishes without extra keys.
 pub(super) fn no_extra() -> &'static Map<String, Value> {
     static EMPTY: OnceLock<Map<String, Value>> = OnceLock::new();
@@ -68,30 +101,30 @@ pub(super) fn no_extra() -> &'static Map<String, Value> {
 }
 
 impl Hub {
-    /// The one publish path: validate, store if asked (before anyone sees the event, so an
-    /// acknowledged publish survives a crash), then fan out to every local subscriber of each
-    /// channel, serialising once per channel and dialect. Returns the number of frames queued.
+    /// The one publish path: validate, store if asked, record offline deliveries, fan out to
+    /// every local subscriber of each channel (serialising once per channel and dialect), and
+    /// hand it to the other nodes. Returns the number of frames queued on this node.
     pub async fn publish(
         &self,
         state: &AppState,
         publish: &Publish<'_>,
     ) -> Result<usize, PublishError> {
-        Self::validate(state, publish)?;
+        let data = Self::check(state, publish)?;
         let stamps = if publish.persist {
-            Some(self.persist(state, publish).await?)
+            Some(self.persist(state, publish, &data).await?)
         } else {
             None
         };
-        self.record_deliveries(state, publish, stamps.as_deref())
+        self.record_deliveries(state, publish, &data, stamps.as_deref())
             .await?;
-        let sent = state.fan_out(publish, stamps.as_deref(), self.config.cache_ttl);
+        let sent = state.fan_out(publish, &data, stamps.as_deref(), self.config.cache_ttl);
         if let Some(cluster) = &self.cluster {
             cluster
                 .publish(RemotePublish {
                     app: state.app().id.clone(),
                     channels: publish.channels.iter().map(|c| c.to_string()).collect(),
                     event: publish.event.to_owned(),
-                    data: publish.data.to_owned(),
+                    data: data.raw().to_owned(),
                     exclude: publish.exclude.map(|s| s.to_string()),
                     user_id: publish.user_id.map(str::to_owned),
                     extra: publish.extra.cloned().unwrap_or_default(),
@@ -105,7 +138,15 @@ impl Hub {
         Ok(sent)
     }
 
-    fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
+    /// Whether `publish` may be published in `state`'s app: at least one and at most
+    /// [`protocol::MAX_TRIGGER_CHANNELS`] channels, a valid event name, data within the app's
+    /// payload limit, and no extra key the server sets itself. Checks only; publishes nothing.
+    pub fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
+        Self::check(state, publish).map(drop)
+    }
+
+    /// [`Hub::validate`], keeping the normalised data for the rest of the publish.
+    fn check<'a>(state: &AppState, publish: &Publish<'a>) -> Result<EventData<'a>, PublishError> {
         let app = state.app();
         if publish.channels.is_empty() {
             return Err(PublishError::Invalid("no channel given".into()));
@@ -117,7 +158,10 @@ impl Hub {
             )));
         }
         protocol::channel::validate_event_name(publish.event).map_err(PublishError::Invalid)?;
-        let size = payload_size(publish.data);
+        let data = EventData::new(publish.data);
+        // The limit applies to a string's contents, or to the raw JSON otherwise: the
+        // string form's length.
+        let size = data.text().len();
         if size > app.settings.max_payload_bytes {
             return Err(PublishError::TooLarge {
                 size,
@@ -133,7 +177,7 @@ impl Hub {
                 "\"{key}\" is set by the server and cannot be sent"
             )));
         }
-        Ok(())
+        Ok(data)
     }
 
     /// Stores one event per channel (with the users' history links) and returns their stamps.
@@ -141,9 +185,9 @@ impl Hub {
         &self,
         state: &AppState,
         publish: &Publish<'_>,
+        data: &EventData<'_>,
     ) -> Result<Vec<Stamp>, PublishError> {
         let app = state.app();
-        let data = pushi::data_string(publish.data);
         let extra: &Map<String, Value> = match publish.extra {
             Some(extra) => extra,
             None => no_extra(),
@@ -155,7 +199,7 @@ impl Hub {
             let snapshot = pushi::Message {
                 channel: channel.as_str(),
                 event: publish.event,
-                data: &data,
+                data: data.text(),
                 extra,
                 stamp: None,
             };
@@ -184,6 +228,7 @@ impl Hub {
         &self,
         state: &AppState,
         publish: &Publish<'_>,
+        data: &EventData<'_>,
         stamps: Option<&[Stamp]>,
     ) -> Result<(), PublishError> {
         let Some(notifier) = &self.notifier else {
@@ -193,7 +238,7 @@ impl Hub {
         if !notifier.has_targets(&app.id).await? {
             return Ok(());
         }
-        let data = pushi::data_string(publish.data);
+        let data = data.text();
         let extra: &Map<String, Value> = match publish.extra {
             Some(extra) => extra,
             None => no_extra(),
@@ -206,7 +251,7 @@ impl Hub {
                 let message = pushi::Message {
                     channel: channel.as_str(),
                     event: publish.event,
-                    data: &data,
+                    data,
                     extra,
                     stamp: stamps.and_then(|s| s.get(i)),
                 };
@@ -220,16 +265,5 @@ impl Hub {
         let deliveries = notifier.deliveries_for(&app.id, &messages).await?;
         notifier.enqueue(&app.id, &deliveries).await?;
         Ok(())
-    }
-}
-
-/// The size the payload limit applies to: a string's contents, or the raw JSON otherwise.
-fn payload_size(data: &RawValue) -> usize {
-    match serde_json::from_str::<&str>(data.get()) {
-        Ok(s) => s.len(),
-        Err(_) => match serde_json::from_str::<String>(data.get()) {
-            Ok(s) => s.len(),
-            Err(_) => data.get().len(),
-        },
     }
 }

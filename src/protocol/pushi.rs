@@ -5,6 +5,8 @@
 //! are `pusher:member_added`/`pusher:member_removed` with a `member` string, and channel events
 //! always carry `data` as a string plus `mid`/`timestamp` when the event was stored.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -111,10 +113,14 @@ impl Message<'_> {
 }
 
 /// Pushi sends `data` as a string: strings as they are, anything else as its JSON text.
-pub fn data_string(raw: &RawValue) -> String {
+/// Borrows from `raw` unless the string has escapes to undo.
+pub fn data_text(raw: &RawValue) -> Cow<'_, str> {
+    if let Ok(s) = serde_json::from_str::<&str>(raw.get()) {
+        return Cow::Borrowed(s);
+    }
     match serde_json::from_str::<String>(raw.get()) {
-        Ok(s) => s,
-        Err(_) => raw.get().to_owned(),
+        Ok(s) => Cow::Owned(s),
+        Err(_) => Cow::Borrowed(raw.get()),
     }
 }
 
@@ -204,7 +210,7 @@ mod tests {
             timestamp: 1.5,
         };
         let raw = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
-        let data = data_string(&raw);
+        let data = data_text(&raw);
         let m = Message {
             channel: "c",
             event: "e",
@@ -235,5 +241,16 @@ mod tests {
         assert_eq!(v["modified"], 7);
         assert_eq!(v["owner_id"], Value::Null);
         assert_eq!(v["data"]["event"], "e");
+    }
+
+    #[test]
+    fn data_text_borrows_unless_it_must_unescape() {
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let plain = raw(r#""hello""#);
+        assert!(matches!(data_text(&plain), Cow::Borrowed("hello")));
+        let escaped = raw(r#""{\"a\":1}""#);
+        assert!(matches!(data_text(&escaped), Cow::Owned(ref s) if s == r#"{"a":1}"#));
+        let object = raw(r#"{"a":1}"#);
+        assert!(matches!(data_text(&object), Cow::Borrowed(r#"{"a":1}"#)));
     }
 }

@@ -74,7 +74,7 @@ impl Connection {
         self.state.report(|| HookEvent::ClientEvent {
             channel: channel.to_string(),
             event: event.to_owned(),
-            data: crate::protocol::pushi::data_string(data),
+            data: crate::protocol::pushi::data_text(data).into_owned(),
             socket_id: self.socket_id.clone(),
             user_id: user_id.map(str::to_owned),
         });
