@@ -9,7 +9,7 @@
 //!
 //! - here: the [`Hub`] itself — apps' states, connecting and disconnecting sockets;
 //! - [`publish`]: [`Hub::publish`], the one way an event enters (validate, store, record
-//!   offline deliveries, fan out, hand to the cluster);
+//!   offline deliveries, fan out, hand to the cluster, report client events);
 //! - [`fan_out`]: putting one event on this node's sockets, for local and remote publishes;
 //! - [`app_state`]: one app's [`AppState`], subscribing and unsubscribing, subscription counts;
 //! - [`users`]: sign-in, watchlists, `terminate_connections`;

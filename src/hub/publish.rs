@@ -3,7 +3,7 @@
 //! HTTP triggers, batch triggers, Pushi's REST events and client events all call
 //! [`Hub::publish`]. It validates, stores the event if asked (before anyone sees it, so an
 //! acknowledged publish survives a crash), records offline deliveries, fans out to this node's
-//! sockets, and hands the event to the other nodes.
+//! sockets, hands the event to the other nodes, and reports a client event to the webhooks.
 //!
 //! The event's data is normalised once, into [`EventData`]: its raw JSON and Pushi's string
 //! form are each built at most once per publish and shared by every step.
@@ -18,6 +18,7 @@ use super::Hub;
 use super::app_state::AppState;
 use super::socket::SocketId;
 use crate::cluster::RemotePublish;
+use crate::notify::pusher_webhooks::HookEvent;
 use crate::protocol::pushi::{self, Stamp};
 use crate::protocol::{self, ChannelName};
 use crate::store::{NewEvent, StoreError};
@@ -35,14 +36,15 @@ pub struct Publish<'a> {
     pub user_id: Option<&'a str>,
     /// Store the event in each channel's history (Pushi) before delivering it.
     pub persist: bool,
-    /// The socket that sent it, recorded as the stored event's owner.
-    pub owner: Option<SocketId>,
+    /// Set when the publish is a client event: the socket that sent it. It is recorded as the
+    /// stored event's owner, and the publish reports the app's `client_event` webhook.
+    pub sender: Option<SocketId>,
     /// Extra keys of a Pushi REST request, forwarded in Pushi frames and stored.
     pub extra: Option<&'a Map<String, Value>>,
 }
 
 impl<'a> Publish<'a> {
-    /// A plain publish: no persistence, no exclusion, no extras.
+    /// A plain publish: no persistence, no exclusion, no extras, not a client event.
     pub fn new(channels: &'a [ChannelName], event: &'a str, data: &'a RawValue) -> Self {
         Self {
             channels,
@@ -51,7 +53,7 @@ impl<'a> Publish<'a> {
             exclude: None,
             user_id: None,
             persist: false,
-            owner: None,
+            sender: None,
             extra: None,
         }
     }
@@ -69,7 +71,8 @@ pub enum PublishError {
 
 /// An event's data in the two shapes the publish path needs, each built at most once per
 /// publish: the raw JSON (Pusher frames, the cache, the cluster message) and Pushi's string
-/// form (Pushi frames, the stored snapshot, offline deliveries, the payload limit). The string form borrows the raw JSON unless it has escapes.
+/// form (Pushi frames, the stored snapshot, offline deliveries, the payload limit, the
+/// `client_event` webhook). The string form borrows the raw JSON unless it has escapes.
 pub struct EventData<'a> {
     raw: &'a RawValue,
     text: OnceLock<Cow<'a, str>>,
@@ -102,8 +105,9 @@ pub(super) fn no_extra() -> &'static Map<String, Value> {
 
 impl Hub {
     /// The one publish path: validate, store if asked, record offline deliveries, fan out to
-    /// every local subscriber of each channel (serialising once per channel and dialect), and
-    /// hand it to the other nodes. Returns the number of frames queued on this node.
+    /// every local subscriber of each channel (serialising once per channel and dialect),
+    /// hand it to the other nodes, and report a client event. Returns the number of frames
+    /// queued on this node.
     pub async fn publish(
         &self,
         state: &AppState,
@@ -131,6 +135,17 @@ impl Hub {
                     stamps,
                 })
                 .await;
+        }
+        if let Some(sender) = publish.sender {
+            for channel in publish.channels {
+                state.report(|| HookEvent::ClientEvent {
+                    channel: channel.to_string(),
+                    event: publish.event.to_owned(),
+                    data: data.text().to_owned(),
+                    socket_id: sender.to_string(),
+                    user_id: publish.user_id.map(str::to_owned),
+                });
+            }
         }
         metrics::counter!(crate::metrics::EVENTS_PUBLISHED)
             .increment(publish.channels.len() as u64);
@@ -211,7 +226,7 @@ impl Hub {
                 mid: stamp.mid.clone(),
                 channel: channel.to_string(),
                 event: publish.event.to_owned(),
-                owner_id: publish.owner.map(|o| o.to_string()),
+                owner_id: publish.sender.map(|o| o.to_string()),
                 timestamp,
                 data: snapshot.to_json(),
             });

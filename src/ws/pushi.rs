@@ -377,12 +377,11 @@ impl Connection {
         let publish = Publish {
             exclude: (!echo).then(|| self.handle.id()),
             persist: envelope.persist.unwrap_or(true),
-            owner: Some(self.handle.id()),
+            sender: Some(self.handle.id()),
             ..Publish::new(std::slice::from_ref(&channel), &envelope.event, &data)
         };
-        match self.hub.publish(&self.state, &publish).await {
-            Ok(_) => self.report_client_event(&channel, &envelope.event, &data, None),
-            Err(e) => self.send_error(None, &format!("event rejected: {e}")),
+        if let Err(e) = self.hub.publish(&self.state, &publish).await {
+            self.send_error(None, &format!("event rejected: {e}"));
         }
     }
 }
