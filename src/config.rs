@@ -367,7 +367,10 @@ impl Config {
         let notify = notify_config(flags, env, &file)?;
         let http_tls = tls_files(
             "APP_SSL",
-            flags.http_ssl.or(env_bool(env, "APP_SSL")?).or(file.http_ssl),
+            flags
+                .http_ssl
+                .or(env_bool(env, "APP_SSL")?)
+                .or(file.http_ssl),
             flags
                 .http_ssl_key
                 .clone()
@@ -381,7 +384,10 @@ impl Config {
         )?;
         let ws_tls = tls_files(
             "SERVER_SSL",
-            flags.ws_ssl.or(env_bool(env, "SERVER_SSL")?).or(file.ws_ssl),
+            flags
+                .ws_ssl
+                .or(env_bool(env, "SERVER_SSL")?)
+                .or(file.ws_ssl),
             flags
                 .ws_ssl_key
                 .clone()
@@ -603,7 +609,11 @@ fn tls_files(
         (_, Some(key), Some(cert)) => Ok(Some(TlsFiles { cert, key })),
         (_, key, _) => Err(ConfigError::Invalid(format!(
             "{name}: TLS needs both {name}_KEY and {name}_CER (missing {})",
-            if key.is_none() { "the key" } else { "the certificate" }
+            if key.is_none() {
+                "the key"
+            } else {
+                "the certificate"
+            }
         ))),
     }
 }

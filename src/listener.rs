@@ -197,12 +197,10 @@ impl Drop for AdmissionGuard {
             self.admission.open.fetch_sub(1, Ordering::AcqRel);
         }
         if let Some(ip) = self.ip {
-            self.admission
-                .per_ip
-                .remove_if_mut(&ip, |_, count| {
-                    *count = count.saturating_sub(1);
-                    *count == 0
-                });
+            self.admission.per_ip.remove_if_mut(&ip, |_, count| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
         }
     }
 }
@@ -313,7 +311,10 @@ pub async fn serve(
         };
         match &tls {
             None => {
-                tokio::spawn(connection.serve(Admitted { io: stream, _guard: guard }));
+                tokio::spawn(connection.serve(Admitted {
+                    io: stream,
+                    _guard: guard,
+                }));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -321,7 +322,10 @@ pub async fn serve(
                 tokio::spawn(async move {
                     if let Some(stream) = handshake(acceptor, stream, timeout, peer).await {
                         connection
-                            .serve(Admitted { io: stream, _guard: guard })
+                            .serve(Admitted {
+                                io: stream,
+                                _guard: guard,
+                            })
                             .await;
                     }
                 });

@@ -22,9 +22,9 @@ use crate::http::{self, ServerContext};
 use crate::hub::Hub;
 use crate::listener::{Admission, Listener};
 use crate::protocol::codes;
-use crate::tls::CertResolver;
 use crate::registry::AppRegistry;
 use crate::store::{self, Store};
+use crate::tls::CertResolver;
 
 /// How long shutdown waits for sockets to close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -89,11 +89,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::install_crypto_provider();
     // Certificates first: a broken file should stop the start before anything else happens.
     let same_listener = config.ws_host == config.http_host && config.ws_port == config.http_port;
-    let http_tls = config.http_tls.clone().or_else(|| {
-        same_listener
-            .then(|| config.ws_tls.clone())
-            .flatten()
-    });
+    let http_tls = config
+        .http_tls
+        .clone()
+        .or_else(|| same_listener.then(|| config.ws_tls.clone()).flatten());
     let http_resolver = http_tls.map(CertResolver::new).transpose()?;
     let ws_resolver = match (&config.ws_tls, same_listener) {
         (Some(files), false) => Some(CertResolver::new(files.clone())?),
@@ -105,13 +104,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let delivery = crate::notify::start(apps.clone(), config.notify.clone(), stopped.clone());
     let mut tasks = delivery.tasks;
     let cluster = match config.cluster.clone() {
-        Some(cluster_config) => {
-            let (cluster, cluster_tasks) = Cluster::start(cluster_config, stopped.clone())
+        Some(cluster_config) => Some(
+            Cluster::open(cluster_config)
                 .await
-                .map_err(|e| anyhow::anyhow!(e))?;
-            tasks.extend(cluster_tasks);
-            Some(cluster)
-        }
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
         None => None,
     };
     let hub = Arc::new(Hub::new(
@@ -122,7 +119,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         cluster.clone().map(|c| c as Arc<dyn ClusterView>),
     ));
     if let Some(cluster) = &cluster {
-        cluster.attach(&hub);
+        tasks.extend(cluster.start(hub.clone(), stopped.clone()));
     }
     let http_listener = bind(&config.http_host, config.http_port).await?;
     let http_addr = http_listener.local_addr()?;
@@ -138,7 +135,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     ensure_an_app(
         &hub,
         (http_resolver.is_some(), http_addr),
-        (ws_resolver.is_some() || (same_listener && http_resolver.is_some()), ws_addr),
+        (
+            ws_resolver.is_some() || (same_listener && http_resolver.is_some()),
+            ws_addr,
+        ),
     )
     .await?;
 
@@ -172,9 +172,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     .map(|(tcp, resolver, alpn)| {
         let listener = Listener {
             tcp,
-            tls: resolver.map(|r| {
-                tokio_rustls::TlsAcceptor::from(crate::tls::server_config(r, alpn))
-            }),
+            tls: resolver
+                .map(|r| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(r, alpn))),
         };
         tokio::spawn(crate::listener::serve(
             listener,

@@ -55,7 +55,10 @@ pub fn load(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<Certified
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::new(&files.cert, format!("not a PEM certificate chain: {e}")))?;
     if chain.is_empty() {
-        return Err(TlsError::new(&files.cert, "no certificate found in the file"));
+        return Err(TlsError::new(
+            &files.cert,
+            "no certificate found in the file",
+        ));
     }
     let key_pem = read(&files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
@@ -190,8 +193,7 @@ pub async fn watch_renewals(resolvers: Vec<Arc<CertResolver>>, mut stopped: watc
         ),
     };
     #[cfg(unix)]
-    let mut hangup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

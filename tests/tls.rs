@@ -173,7 +173,10 @@ async fn wss_and_https_with_separate_certificates_and_alpn() {
 
     // The WebSocket listener offers HTTP/1.1 only, and carries the Pusher protocol.
     let ws_stream = tls_connect(&pki, server.running().ws_addr, &[b"h2", b"http/1.1"]).await;
-    assert_eq!(ws_stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        ws_stream.get_ref().1.alpn_protocol(),
+        Some(&b"http/1.1"[..])
+    );
     assert_eq!(peer_name(&ws_stream), "second");
     let mut socket = wss_connect(&pki, &server).await;
     let established = next_event(&mut socket).await;
@@ -186,7 +189,9 @@ async fn wss_and_https_with_separate_certificates_and_alpn() {
         .expect("subscribe");
     let reply = next_event(&mut socket).await;
     assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
-    let (status, _) = server.trigger("news", "headline", "{\"title\":\"hi\"}").await;
+    let (status, _) = server
+        .trigger("news", "headline", "{\"title\":\"hi\"}")
+        .await;
     assert_eq!(status, 200);
     let event = next_event(&mut socket).await;
     assert_eq!(event["event"], "headline");

@@ -21,24 +21,46 @@ pub enum BrokerEvent {
     Disconnected,
 }
 
+/// Moves opaque messages between nodes.
+///
+/// The guarantees are those of plain pub/sub, and the cluster is built on no more than this:
+/// each message reaches every node subscribed at that moment at most once, messages from one
+/// node reach each receiver in the order they were published, and nothing is stored for a node
+/// that was away. What is lost is made up for above the broker (sequence numbers, snapshots).
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Sends a message to every node (this one included).
+    /// Sends one message to every node, this one included.
+    ///
+    /// `Ok` once the engine took it: Redis answered the `PUBLISH`, NATS queued it on its
+    /// connection (written out asynchronously, still in order). At most once: a node not
+    /// subscribed at that moment misses it, and a failed send is not retried. Messages
+    /// published by one node arrive at each receiver in the order they were published.
     async fn publish(&self, payload: Vec<u8>) -> Result<(), String>;
-    /// Sends several messages in order; engines that can pipeline do it in one round trip.
+
+    /// Sends several messages, in order, with the guarantees of [`publish`](Self::publish);
+    /// engines that can pipeline do it in one round trip. On error, any prefix of them may
+    /// have been sent.
     async fn publish_all(&self, payloads: Vec<Vec<u8>>) -> Result<(), String> {
         for payload in payloads {
             self.publish(payload).await?;
         }
         Ok(())
     }
-    /// Receives until `stop`, reconnecting as needed.
+
+    /// Receives every node's messages until `stop`, reconnecting as needed, and reports them
+    /// in the order they arrived. [`BrokerEvent::Connected`] follows every (re)connection and
+    /// [`BrokerEvent::Disconnected`] every loss; messages published while disconnected are
+    /// gone, so `Connected` is the cluster's cue to exchange snapshots.
     async fn receive(
         self: Arc<Self>,
         events: mpsc::UnboundedSender<BrokerEvent>,
         stop: watch::Receiver<bool>,
     );
+
+    /// Whether the receiving side is connected now (for readiness checks); no promise about
+    /// the next message.
     fn connected(&self) -> bool;
+
     /// For logs: the URL without credentials.
     fn describe(&self) -> String;
 }

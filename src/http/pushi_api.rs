@@ -292,7 +292,10 @@ async fn list_events(
         .store()
         .recent_events(&session.app.id, count.min(1000))
         .await?;
-    let events = crate::protocol::pushi::events_json(&events, &session.app.ident);
+    let events = crate::protocol::pushi::events_json(
+        events.iter().map(crate::protocol::pushi::StoredEvent::from),
+        &session.app.ident,
+    );
     Ok(Json(json!({"events": events})))
 }
 

@@ -196,26 +196,6 @@ impl Channel {
         self.subscribers.contains_key(&id)
     }
 
-    /// The members as Pusher's presence `subscription_succeeded` lists them.
-    pub fn presence_frame(&self, channel: &str) -> Frame {
-        let snapshot = frames::PresenceSnapshot {
-            members: self
-                .members
-                .iter()
-                .map(|(id, m)| (&**id, &*m.user_info))
-                .collect(),
-        };
-        frames::presence_subscription_succeeded(channel, &snapshot)
-    }
-
-    /// Members as Pushi lists them: user id → channel_data.
-    pub fn pushi_members(&self) -> Vec<(&str, &RawValue)> {
-        self.members
-            .iter()
-            .map(|(id, m)| (&**id, &*m.channel_data))
-            .collect()
-    }
-
     /// Sends the dialect-appropriate frame to every subscriber but `except`.
     pub fn broadcast(&self, frames: &DialectFrames<'_>, except: Option<SocketId>) -> usize {
         let mut sent = 0;

@@ -5,6 +5,8 @@
 //! are `pusher:member_added`/`pusher:member_removed` with a `member` string, and channel events
 //! always carry `data` as a string plus `mid`/`timestamp` when the event was stored.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -111,36 +113,62 @@ impl Message<'_> {
 }
 
 /// Pushi sends `data` as a string: strings as they are, anything else as its JSON text.
-pub fn data_string(raw: &RawValue) -> String {
+/// Borrows from `raw` unless the string has escapes to undo.
+pub fn data_text(raw: &RawValue) -> Cow<'_, str> {
+    if let Ok(s) = serde_json::from_str::<&str>(raw.get()) {
+        return Cow::Borrowed(s);
+    }
     match serde_json::from_str::<String>(raw.get()) {
-        Ok(s) => s,
-        Err(_) => raw.get().to_owned(),
+        Ok(s) => Cow::Owned(s),
+        Err(_) => Cow::Borrowed(raw.get()),
     }
 }
 
-/// A stored event as Pushi serialises its `PushiEvent` records (history replies, `/events`).
-pub fn event_json(event: &crate::store::EventRecord, instance: &str) -> Value {
-    let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-    serde_json::json!({
-        "id": event.id,
-        "enabled": true,
-        "description": null,
-        "created": event.created,
-        "modified": event.created,
-        "meta": {},
-        "instance": instance,
-        "mid": event.mid,
-        "channel": event.channel,
-        "owner_id": event.owner_id,
-        "timestamp": event.timestamp,
-        "data": data,
-        "_id": format!("{:024x}", event.id),
-    })
+/// A stored event, as Pushi serialises its `PushiEvent` records (history replies, `/events`).
+/// Plain fields, so the wire shape does not depend on how the store keeps events.
+pub struct StoredEvent<'a> {
+    /// The store's id, growing with every event saved.
+    pub id: i64,
+    pub mid: &'a str,
+    pub channel: &'a str,
+    /// Socket id of the client that sent it, if a client did.
+    pub owner_id: Option<&'a str>,
+    /// Unix seconds, with fraction, of when the event was generated.
+    pub timestamp: f64,
+    /// JSON text of the stored message snapshot.
+    pub data: &'a str,
+    /// Unix seconds of when the event was saved.
+    pub created: i64,
+}
+
+impl StoredEvent<'_> {
+    /// The event as Pushi lists it, for the app whose ident is `instance`.
+    pub fn to_json(&self, instance: &str) -> Value {
+        let data: Value = serde_json::from_str(self.data).unwrap_or(Value::Null);
+        serde_json::json!({
+            "id": self.id,
+            "enabled": true,
+            "description": null,
+            "created": self.created,
+            "modified": self.created,
+            "meta": {},
+            "instance": instance,
+            "mid": self.mid,
+            "channel": self.channel,
+            "owner_id": self.owner_id,
+            "timestamp": self.timestamp,
+            "data": data,
+            "_id": format!("{:024x}", self.id),
+        })
+    }
 }
 
 /// Stored events as Pushi lists them.
-pub fn events_json(events: &[crate::store::EventRecord], instance: &str) -> Vec<Value> {
-    events.iter().map(|e| event_json(e, instance)).collect()
+pub fn events_json<'a>(
+    events: impl IntoIterator<Item = StoredEvent<'a>>,
+    instance: &str,
+) -> Vec<Value> {
+    events.into_iter().map(|e| e.to_json(instance)).collect()
 }
 
 fn to_frame<T: Serialize>(value: &T) -> Frame {
@@ -182,7 +210,7 @@ mod tests {
             timestamp: 1.5,
         };
         let raw = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
-        let data = data_string(&raw);
+        let data = data_text(&raw);
         let m = Message {
             channel: "c",
             event: "e",
@@ -194,5 +222,35 @@ mod tests {
             m.to_json(),
             r#"{"channel":"c","event":"e","data":"{\"a\":1}","subject":"S","mid":"m","timestamp":1.5}"#
         );
+    }
+
+    #[test]
+    fn stored_events_list_as_pushi_lists_them() {
+        let event = StoredEvent {
+            id: 255,
+            mid: "m",
+            channel: "c",
+            owner_id: None,
+            timestamp: 1.5,
+            data: r#"{"channel":"c","event":"e","data":"x"}"#,
+            created: 7,
+        };
+        let v = event.to_json("app");
+        assert_eq!(v["_id"], "0000000000000000000000ff");
+        assert_eq!(v["instance"], "app");
+        assert_eq!(v["modified"], 7);
+        assert_eq!(v["owner_id"], Value::Null);
+        assert_eq!(v["data"]["event"], "e");
+    }
+
+    #[test]
+    fn data_text_borrows_unless_it_must_unescape() {
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let plain = raw(r#""hello""#);
+        assert!(matches!(data_text(&plain), Cow::Borrowed("hello")));
+        let escaped = raw(r#""{\"a\":1}""#);
+        assert!(matches!(data_text(&escaped), Cow::Owned(ref s) if s == r#"{"a":1}"#));
+        let object = raw(r#"{"a":1}"#);
+        assert!(matches!(data_text(&object), Cow::Borrowed(r#"{"a":1}"#)));
     }
 }

@@ -19,7 +19,6 @@ use futures_util::SinkExt;
 use crate::app::App;
 use crate::hub::socket::Work;
 use crate::hub::{AppState, Hub, SignedIn, SocketHandle, SocketReceiver};
-use crate::notify::pusher_webhooks::HookEvent;
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::{ChannelName, Dialect, codes};
 
@@ -58,25 +57,6 @@ impl Connection {
             Dialect::Pusher => frames::error(code, message),
             // pushi.js routes every frame by its `channel` key and throws without one.
             Dialect::Pushi => frames::error_on_channel(code, message, ""),
-        });
-    }
-}
-
-impl Connection {
-    /// Tells the app's webhooks about a client event this socket sent.
-    pub fn report_client_event(
-        &self,
-        channel: &ChannelName,
-        event: &str,
-        data: &serde_json::value::RawValue,
-        user_id: Option<&str>,
-    ) {
-        self.state.report(|| HookEvent::ClientEvent {
-            channel: channel.to_string(),
-            event: event.to_owned(),
-            data: crate::protocol::pushi::data_string(data),
-            socket_id: self.socket_id.clone(),
-            user_id: user_id.map(str::to_owned),
         });
     }
 }

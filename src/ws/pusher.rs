@@ -252,12 +252,11 @@ impl Connection {
         let publish = Publish {
             exclude: Some(self.handle.id()),
             user_id: user_id.as_deref(),
-            owner: Some(self.handle.id()),
+            sender: Some(self.handle.id()),
             ..Publish::new(std::slice::from_ref(&channel), &envelope.event, &data)
         };
-        match self.hub.publish(&self.state, &publish).await {
-            Ok(_) => self.report_client_event(&channel, &envelope.event, &data, user_id.as_deref()),
-            Err(e) => self.send_error(None, &format!("client event rejected: {e}")),
+        if let Err(e) = self.hub.publish(&self.state, &publish).await {
+            self.send_error(None, &format!("client event rejected: {e}"));
         }
     }
 }

@@ -15,9 +15,9 @@ use crate::hub::channel::PresenceJoin;
 use crate::hub::{Publish, SubscribeRefusal};
 use crate::protocol::channel::NameRules;
 use crate::protocol::inbound::{Envelope, SubscribeData, UnsubscribeData};
-use crate::protocol::pushi::events_json;
-use crate::protocol::pushi::{self, ChannelView};
+use crate::protocol::pushi::{self, ChannelView, StoredEvent, events_json};
 use crate::protocol::{ChannelKind, ChannelName, Dialect, frames};
+use crate::store::EventRecord;
 
 /// How many history events a `personal-` subscription reply carries.
 const PERSONAL_REPLY_EVENTS: u32 = 10;
@@ -27,6 +27,23 @@ const PUSHI_RATE_FACTOR: u32 = 10;
 
 /// Most events one `pusher:latest` may ask for (a count of 0 means "this many").
 const MAX_LATEST: u32 = 1000;
+
+/// A stored event's fields as Pushi's wire shape takes them. Lives with the Pushi dialect, the
+/// layer that reads history from the store and sends it (here and in `http::pushi_api`), so
+/// neither the wire types nor the store depend on each other.
+impl<'a> From<&'a EventRecord> for StoredEvent<'a> {
+    fn from(event: &'a EventRecord) -> Self {
+        Self {
+            id: event.id,
+            mid: &event.mid,
+            channel: &event.channel,
+            owner_id: event.owner_id.as_deref(),
+            timestamp: event.timestamp,
+            data: &event.data,
+            created: event.created,
+        }
+    }
+}
 
 #[derive(Deserialize)]
 struct LatestData {
@@ -134,12 +151,12 @@ impl Connection {
         }
         let state = self.state.clone();
         let reply = |ch: &crate::hub::channel::Channel| {
-            let members = state.pushi_members_with(ch, channel.as_str());
+            let members = state.members_in(ch, channel.as_str());
             Some(pushi::channel_reply(
                 pushi::SUBSCRIBED,
                 &ChannelView {
                     name: channel.as_str(),
-                    members: members.iter().map(|(id, d)| (&**id, &**d)).collect(),
+                    members: members.channel_data(),
                     alias: &[],
                     events: &[],
                 },
@@ -210,7 +227,7 @@ impl Connection {
                 joined.push(target);
             }
         }
-        let events = events_json(&history, &app.ident);
+        let events = events_json(history.iter().map(StoredEvent::from), &app.ident);
         let reply = |_: &crate::hub::channel::Channel| {
             Some(pushi::channel_reply(
                 pushi::SUBSCRIBED,
@@ -252,12 +269,12 @@ impl Connection {
         }
         self.channels.remove(&channel);
         self.state.unsubscribe(self.handle.id(), &channel);
-        let members = self.state.pushi_members(channel.as_str());
+        let members = self.state.members(channel.as_str());
         self.send(pushi::channel_reply(
             pushi::UNSUBSCRIBED,
             &ChannelView {
                 name: channel.as_str(),
-                members: members.iter().map(|(id, d)| (&**id, &**d)).collect(),
+                members: members.channel_data(),
                 alias: &alias,
                 events: &[],
             },
@@ -303,18 +320,18 @@ impl Connection {
             Ok(h) => h,
             Err(e) => return self.send_error(None, &format!("could not load history: {e}")),
         };
-        let events = events_json(&history, &app.ident);
+        let events = events_json(history.iter().map(StoredEvent::from), &app.ident);
         let alias: Vec<String> = self
             .personal
             .get(&channel)
             .map(|list| list.iter().map(|c| c.to_string()).collect())
             .unwrap_or_default();
-        let members = self.state.pushi_members(channel.as_str());
+        let members = self.state.members(channel.as_str());
         self.send(pushi::channel_reply(
             pushi::LATEST,
             &ChannelView {
                 name: channel.as_str(),
-                members: members.iter().map(|(id, d)| (&**id, &**d)).collect(),
+                members: members.channel_data(),
                 alias: &alias,
                 events: &events,
             },
@@ -360,12 +377,11 @@ impl Connection {
         let publish = Publish {
             exclude: (!echo).then(|| self.handle.id()),
             persist: envelope.persist.unwrap_or(true),
-            owner: Some(self.handle.id()),
+            sender: Some(self.handle.id()),
             ..Publish::new(std::slice::from_ref(&channel), &envelope.event, &data)
         };
-        match self.hub.publish(&self.state, &publish).await {
-            Ok(_) => self.report_client_event(&channel, &envelope.event, &data, None),
-            Err(e) => self.send_error(None, &format!("event rejected: {e}")),
+        if let Err(e) = self.hub.publish(&self.state, &publish).await {
+            self.send_error(None, &format!("event rejected: {e}"));
         }
     }
 }
