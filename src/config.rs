@@ -550,16 +550,16 @@ impl Config {
             None => None,
         };
 
-        if http_host == ws_host && http_port == ws_port {
-            if let (Some(a), Some(b)) = (&http_tls, &ws_tls)
-                && a != b
-            {
-                return Err(ConfigError::Invalid(
-                    "the HTTP API and WebSocket share one port but name different TLS \
-                     certificates; give one pair (APP_SSL_* or SERVER_SSL_*)"
-                        .into(),
-                ));
-            }
+        if http_host == ws_host
+            && http_port == ws_port
+            && let (Some(a), Some(b)) = (&http_tls, &ws_tls)
+            && a != b
+        {
+            return Err(ConfigError::Invalid(
+                "the HTTP API and WebSocket share one port but name different TLS \
+                 certificates; give one pair (APP_SSL_* or SERVER_SSL_*)"
+                    .into(),
+            ));
         }
 
         Ok(Self {
