@@ -56,7 +56,7 @@ METRICS = {
     ],
 }
 
-SERVERS = ["pushi", "sockudo", "original"]
+SERVERS = ["pushi", "baseline", "sockudo", "original"]
 
 
 def get(doc, path):

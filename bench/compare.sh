@@ -6,11 +6,13 @@
 #   bench/compare.sh                       # everything, 3 rounds (about an hour on 2 cores)
 #   QUICK=1 ROUNDS=3 bench/compare.sh      # smaller sizes (about 15 minutes)
 #   SERVERS="pushi sockudo" SCENARIOS="trigger fanout" bench/compare.sh
+#   BASELINE_BIN=/path/to/old/pushi SERVERS="pushi baseline" bench/compare.sh   # before/after
 #
 # Environment:
 #   ROUNDS (3)  SERVERS ("pushi sockudo original")  QUICK (0)
 #   SCENARIOS ("idle fanout fanout-burst trigger many-channels churn persist")
 #   PUSHI_BIN   a pushi binary to use instead of building one
+#   BASELINE_BIN  an earlier pushi binary, measured as the server "baseline"
 #   BENCH_VENV  virtualenv for the original Pushi (default: ../bench-venv next to the repo)
 #   PG_URL      PostgreSQL URL for "persist" (default: a throwaway cluster if postgres exists)
 #   OUT         results folder (default bench/results/DATE)  WRITE (1: update docs/benchmarks.md)
@@ -131,13 +133,14 @@ wait_port() { # port
 }
 
 start_server() { # name [database url]
-  local name=$1
+  local name=$1 bin=$PUSHI_BIN
   case $name in
-    pushi)
+    pushi|baseline)
+      [ "$name" = baseline ] && bin=${BASELINE_BIN:?set BASELINE_BIN to the earlier pushi binary}
       rm -f "$TMP/pushi.db"*
       PUSHI_APP_ID=$APP_ID PUSHI_APP_KEY=$KEY PUSHI_APP_SECRET=$SECRET PUSHI_LOG=warn \
-        "$PUSHI_BIN" serve --port $PORT_PUSHI --database-url "${2:-sqlite://$TMP/pushi.db}" \
-        >>"$OUT/pushi.log" 2>&1 &
+        "$bin" serve --port $PORT_PUSHI --database-url "${2:-sqlite://$TMP/pushi.db}" \
+        >>"$OUT/$name.log" 2>&1 &
       SERVER_PID=$!
       wait_http "http://127.0.0.1:$PORT_PUSHI/health"
       BENCH_ARGS=(--port $PORT_PUSHI --app-id $APP_ID --key $KEY --secret $SECRET)
@@ -197,9 +200,9 @@ trap cleanup EXIT
 run_one() { # server scenario round
   local server=$1 scenario=$2 round=$3 db=
   case $scenario in
-    persist-sqlite) [ "$server" = pushi ] || return 0 ;;
+    persist-sqlite) [ "$server" = pushi ] || [ "$server" = baseline ] || return 0 ;;
     persist-postgres)
-      [ "$server" = pushi ] && [ -n "${PG_URL:-}" ] || return 0
+      { [ "$server" = pushi ] || [ "$server" = baseline ]; } && [ -n "${PG_URL:-}" ] || return 0
       psql "$PG_URL" -qc 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' >/dev/null 2>&1 || true
       db=$PG_URL ;;
   esac

@@ -1,6 +1,6 @@
 //! The app model: a tenant's credentials and settings, as every layer sees them.
 //!
-//! Kept apart from [`crate::registry`] (which finds apps) so the store can read and write apps
+//! Kept apart from the registry (which finds apps) so the store can read and write apps
 //! without depending on the code that looks them up.
 
 use rand::RngExt;
@@ -27,6 +27,20 @@ pub struct AppSettings {
     pub max_presence_user_id_len: usize,
     /// Most client events per second per connection.
     pub client_event_rate: u32,
+    /// Pushi-dialect sockets may publish to public channels they joined (the original Pushi
+    /// allowed it). Off: only private and presence channels take client events.
+    pub public_client_events: bool,
+    /// Client events may be stored in history and sent to offline targets when they ask for
+    /// it (Pushi's `persist`). Off: they reach live sockets only.
+    pub persist_client_events: bool,
+    /// Most channels one socket may be subscribed to at once.
+    pub max_subscriptions_per_socket: usize,
+    /// Stored events older than this many seconds are deleted; `None` keeps them by age.
+    pub history_max_age_secs: Option<u64>,
+    /// Most stored events kept per channel (the oldest go first); `None` keeps them all.
+    pub history_max_per_channel: Option<u64>,
+    /// Finished deliveries (sent or given up) are deleted after this many seconds.
+    pub deliveries_max_age_secs: u64,
     /// Accept Pushi's older channel signature, which does not cover `channel_data`.
     /// Only for apps migrating from Pushi.
     pub legacy_auth: bool,
@@ -81,32 +95,22 @@ impl AppSettings {
     /// The settings as the HTTP API may show them: delivery secrets reduced to whether they
     /// are set.
     pub fn public_view(&self) -> serde_json::Value {
-        let d = &self.delivery;
-        serde_json::json!({
-            "client_events": self.client_events,
-            "max_connections": self.max_connections,
-            "max_payload_bytes": self.max_payload_bytes,
-            "max_presence_members": self.max_presence_members,
-            "max_presence_user_info_bytes": self.max_presence_user_info_bytes,
-            "max_presence_user_id_len": self.max_presence_user_id_len,
-            "client_event_rate": self.client_event_rate,
-            "legacy_auth": self.legacy_auth,
-            "subscription_count": self.subscription_count,
-            "webhooks": self.webhooks,
-            "vapid_key": d.vapid_key.is_some(),
-            "vapid_email": d.vapid_email,
-            "smtp_url": d.smtp_url.is_some(),
-            "apn_auth_key": d.apn_auth_key.is_some(),
-            "apn_key_id": d.apn_key_id,
-            "apn_team_id": d.apn_team_id,
-            "apn_topic": d.apn_topic,
-            "apn_cer": d.apn_cer.is_some(),
-            "apn_key": d.apn_key.is_some(),
-            "apn_sandbox": d.apn_sandbox,
-            "apn_url": d.apn_url,
-        })
+        let mut map = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for name in SECRET_SETTINGS {
+            if let Some(value) = map.get_mut(*name) {
+                *value = serde_json::Value::Bool(!value.is_null());
+            }
+        }
+        serde_json::Value::Object(map)
     }
 }
+
+/// Settings that hold a secret (a private key, a password in a URL): written, never shown;
+/// the HTTP API and the CLI report only whether they are set.
+pub const SECRET_SETTINGS: &[&str] = &["vapid_key", "smtp_url", "apn_auth_key", "apn_cer", "apn_key"];
 
 /// A setting that was refused, and why: the HTTP API answers it with 400, the configuration
 /// loader stops the server with it.
@@ -146,6 +150,10 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("max_presence_user_info_bytes", 1, 1024 * 1024),
     ("max_presence_user_id_len", 1, 1_000),
     ("client_event_rate", 1, 100_000),
+    ("max_subscriptions_per_socket", 1, 100_000),
+    ("history_max_age_secs", 60, 10 * 365 * 86_400),
+    ("history_max_per_channel", 1, 100_000_000),
+    ("deliveries_max_age_secs", 60, 365 * 86_400),
 ];
 
 impl AppSettings {
@@ -191,30 +199,18 @@ impl AppSettings {
 
     /// Checks every value against its allowed range or format.
     pub fn validate(&self) -> Result<(), SettingError> {
-        let numbers: [(&str, Option<u64>); 6] = [
-            ("max_connections", self.max_connections.map(u64::from)),
-            ("max_payload_bytes", Some(self.max_payload_bytes as u64)),
-            (
-                "max_presence_members",
-                Some(self.max_presence_members as u64),
-            ),
-            (
-                "max_presence_user_info_bytes",
-                Some(self.max_presence_user_info_bytes as u64),
-            ),
-            (
-                "max_presence_user_id_len",
-                Some(self.max_presence_user_id_len as u64),
-            ),
-            ("client_event_rate", Some(u64::from(self.client_event_rate))),
-        ];
-        for (name, value) in numbers {
-            let Some(value) = value else { continue };
-            if let Some((_, min, max)) = RANGES.iter().find(|(n, _, _)| *n == name)
-                && !(*min..=*max).contains(&value)
-            {
+        let values = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for (name, min, max) in RANGES {
+            // `None` (JSON null) means "no limit" and is always allowed.
+            let Some(value) = values.get(*name).and_then(serde_json::Value::as_u64) else {
+                continue;
+            };
+            if !(*min..=*max).contains(&value) {
                 return Err(SettingError::new(
-                    name,
+                    *name,
                     format!("{value} is out of range (allowed {min} to {max})"),
                 ));
             }
@@ -307,6 +303,12 @@ impl Default for AppSettings {
             max_presence_user_info_bytes: 1024,
             max_presence_user_id_len: 128,
             client_event_rate: 10,
+            public_client_events: false,
+            persist_client_events: false,
+            max_subscriptions_per_socket: 1_000,
+            history_max_age_secs: Some(30 * 86_400),
+            history_max_per_channel: Some(10_000),
+            deliveries_max_age_secs: 7 * 86_400,
             legacy_auth: false,
             subscription_count: false,
             webhooks: Vec::new(),
@@ -438,6 +440,11 @@ mod tests {
         assert_eq!(s.max_payload_bytes, 20000);
         assert_eq!(s.webhooks.len(), 1);
         assert!(s.delivery.smtp_url.is_some());
+        let s = s
+            .apply(&changes(json!({"history_max_age_secs": null, "max_connections": 5})))
+            .unwrap();
+        assert_eq!(s.history_max_age_secs, None, "null lifts an optional limit");
+        assert_eq!(s.max_connections, Some(5));
     }
 
     #[test]
@@ -461,5 +468,7 @@ mod tests {
             "webhooks[0].event_types"
         );
         assert_eq!(field(json!({"vapid_email": "nobody"})), "vapid_email");
+        assert_eq!(field(json!({"history_max_age_secs": 1})), "history_max_age_secs");
+        assert_eq!(field(json!({"max_connections": 0})), "max_connections");
     }
 }
