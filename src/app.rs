@@ -110,7 +110,13 @@ impl AppSettings {
 
 /// Settings that hold a secret (a private key, a password in a URL): written, never shown;
 /// the HTTP API and the CLI report only whether they are set.
-pub const SECRET_SETTINGS: &[&str] = &["vapid_key", "smtp_url", "apn_auth_key", "apn_cer", "apn_key"];
+pub const SECRET_SETTINGS: &[&str] = &[
+    "vapid_key",
+    "smtp_url",
+    "apn_auth_key",
+    "apn_cer",
+    "apn_key",
+];
 
 /// A setting that was refused, and why: the HTTP API answers it with 400, the configuration
 /// loader stops the server with it.
@@ -441,7 +447,9 @@ mod tests {
         assert_eq!(s.webhooks.len(), 1);
         assert!(s.delivery.smtp_url.is_some());
         let s = s
-            .apply(&changes(json!({"history_max_age_secs": null, "max_connections": 5})))
+            .apply(&changes(
+                json!({"history_max_age_secs": null, "max_connections": 5}),
+            ))
             .unwrap();
         assert_eq!(s.history_max_age_secs, None, "null lifts an optional limit");
         assert_eq!(s.max_connections, Some(5));
@@ -468,7 +476,10 @@ mod tests {
             "webhooks[0].event_types"
         );
         assert_eq!(field(json!({"vapid_email": "nobody"})), "vapid_email");
-        assert_eq!(field(json!({"history_max_age_secs": 1})), "history_max_age_secs");
+        assert_eq!(
+            field(json!({"history_max_age_secs": 1})),
+            "history_max_age_secs"
+        );
         assert_eq!(field(json!({"max_connections": 0})), "max_connections");
     }
 }
