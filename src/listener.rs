@@ -23,7 +23,6 @@ use axum::extract::ConnectInfo;
 use dashmap::DashMap;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -272,7 +271,7 @@ pub async fn serve(
     mut stop_accepting: watch::Receiver<bool>,
 ) {
     let Listener { tcp, tls } = listener;
-    let builder = http_builder(admission.limits());
+    let protocols = Protocols::new(admission.limits());
     let refused_log = Throttle::new(Duration::from_secs(10));
     let error_log = Throttle::new(Duration::from_secs(10));
     loop {
@@ -304,29 +303,30 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive());
         let connection = Connection {
-            builder: builder.clone(),
+            protocols: protocols.clone(),
             router: router.clone(),
             peer,
             stop: stop_accepting.clone(),
         };
         match &tls {
             None => {
-                tokio::spawn(connection.serve(Admitted {
+                let io = Admitted {
                     io: stream,
                     _guard: guard,
-                }));
+                };
+                tokio::spawn(connection.serve(io, false));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let timeout = admission.limits().handshake_timeout;
                 tokio::spawn(async move {
                     if let Some(stream) = handshake(acceptor, stream, timeout, peer).await {
-                        connection
-                            .serve(Admitted {
-                                io: stream,
-                                _guard: guard,
-                            })
-                            .await;
+                        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let io = Admitted {
+                            io: stream,
+                            _guard: guard,
+                        };
+                        connection.serve(io, http2).await;
                     }
                 });
             }
@@ -374,35 +374,44 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::OutOfMemory
 }
 
-/// HTTP/1.1 and HTTP/2 with timeouts: the head of each request (and the next request on a
-/// kept-alive connection) must arrive within `header_timeout`; HTTP/2 peers are pinged so a
-/// dead one is noticed.
-fn http_builder(limits: &ListenerLimits) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(100);
-    builder
+/// HTTP/1.1 for plain connections and for TLS clients that did not ask for HTTP/2: the head
+/// of each request (and the next request on a kept-alive connection) must arrive within
+/// `header_timeout`, counted from the connection's first moment. HTTP/2 only where TLS
+/// negotiated it (ALPN), with pings so a dead peer is noticed. (Sniffing the protocol on a
+/// plain connection would wait for a first byte without any deadline.)
+#[derive(Clone)]
+struct Protocols {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(limits: &ListenerLimits) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(64 * 1024);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(100);
+        Self { http1, http2 }
+    }
 }
 
 /// One accepted connection, served by hyper with the router.
 struct Connection {
-    builder: Builder<TokioExecutor>,
+    protocols: Protocols,
     router: Router,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
 }
 
 impl Connection {
-    async fn serve<S>(mut self, io: S)
+    async fn serve<S>(self, io: S, http2: bool)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -412,25 +421,39 @@ impl Connection {
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        let mut stopping = false;
-        loop {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::trace!(error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = until_true(&mut self.stop), if !stopping => {
-                    stopping = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
+        let io = TokioIo::new(io);
+        if http2 {
+            let conn = self.protocols.http2.serve_connection(io, service);
+            drive(conn, self.stop, |c| c.graceful_shutdown()).await;
+        } else {
+            let conn = self
+                .protocols
+                .http1
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive(conn, self.stop, |c| c.graceful_shutdown()).await;
         }
+    }
+}
+
+/// Runs a hyper connection to its end; when `stop` turns true, asks it to finish the request
+/// in flight and close.
+async fn drive<C>(conn: C, mut stop: watch::Receiver<bool>, shutdown: impl FnOnce(Pin<&mut C>))
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = until_true(&mut stop) => shutdown(conn.as_mut()),
+    }
+    if let Err(e) = conn.await {
+        tracing::trace!(error = %e, "connection ended with an error");
     }
 }
 

@@ -47,7 +47,9 @@ impl Pki {
     /// Issues a certificate named `name` (its CN) and writes it as `file`.pem / `file`.key.
     fn issue(&self, file: &str, name: &str) -> TlsFiles {
         let key = KeyPair::generate().expect("server key");
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "127.0.0.2".to_owned()])
+                .expect("params");
         params.distinguished_name.push(DnType::CommonName, name);
         let cert = params.signed_by(&key, &self.ca).expect("certificate");
         let files = TlsFiles {
@@ -81,7 +83,7 @@ type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 async fn tls_connect(pki: &Pki, addr: std::net::SocketAddr, alpn: &[&[u8]]) -> TlsStream {
     let tcp = TcpStream::connect(addr).await.expect("TCP connect");
-    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let name = ServerName::from(addr.ip());
     pki.connector(alpn)
         .connect(name, tcp)
         .await
@@ -129,8 +131,8 @@ async fn wss_connect(
 ) -> tokio_tungstenite::WebSocketStream<TlsStream> {
     let stream = tls_connect(pki, server.running().ws_addr, &[b"http/1.1"]).await;
     let url = format!(
-        "wss://127.0.0.1:{}/app/{}?protocol=7&client=test&version=1",
-        server.running().ws_addr.port(),
+        "wss://{}/app/{}?protocol=7&client=test&version=1",
+        server.running().ws_addr,
         server.app.key
     );
     let (ws, _) = tokio_tungstenite::client_async(url, stream)
@@ -157,11 +159,14 @@ async fn wss_and_https_with_separate_certificates_and_alpn() {
     let pki = Pki::new();
     let api = pki.issue("api", "cert-first");
     let ws = pki.issue("ws", "cert-second");
-    let server = TestServer::start_with(|c| {
+    let mut server = TestServer::start_with(|c| {
         c.http_tls = Some(api);
         c.ws_tls = Some(ws);
+        // Port 0 on one host would be one listener; another loopback address makes two.
+        c.ws_host = "127.0.0.2".into();
     })
     .await;
+    assert_ne!(server.running().http_addr, server.running().ws_addr);
 
     // The API listener negotiates HTTP/2 when offered, HTTP/1.1 otherwise.
     let h2 = tls_connect(&pki, server.running().http_addr, &[b"h2", b"http/1.1"]).await;
@@ -189,6 +194,13 @@ async fn wss_and_https_with_separate_certificates_and_alpn() {
         .expect("subscribe");
     let reply = next_event(&mut socket).await;
     assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
+    // A signed trigger over HTTPS, through a client that trusts only the test CA.
+    let https = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(pki.ca.pem().as_bytes()).expect("CA")])
+        .build()
+        .expect("HTTPS client");
+    let base = format!("https://{}", server.running().http_addr);
+    server.use_client(https, base);
     let (status, _) = server
         .trigger("news", "headline", "{\"title\":\"hi\"}")
         .await;

@@ -68,6 +68,12 @@ impl TestServer {
         }
     }
 
+    /// Sends API requests through `http` to `base` (an `https://` URL, say) from now on.
+    pub fn use_client(&mut self, http: reqwest::Client, base: String) {
+        self.http = http;
+        self.base = base;
+    }
+
     pub fn running(&self) -> &RunningServer {
         self.server.as_ref().expect("server running")
     }
