@@ -168,7 +168,7 @@ async fn create_app(
             description: fields.str("description").map(str::to_owned),
         })
         .await?;
-    tracing::info!(app_id = %app.id, name = %app.name, "app created over HTTP");
+    tracing::info!(app_id = %app.id, name = %crate::logs::clip(&app.name), "app created over HTTP");
     Ok((StatusCode::OK, Json(app_json(&app, true))).into_response())
 }
 
