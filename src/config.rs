@@ -91,6 +91,8 @@ pub struct FileConfig {
     pub header_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub outbound_allow: Option<Vec<String>>,
+    pub max_targets_per_request: Option<usize>,
     /// `[[apps]]` tables, checked key by key in [`StaticAppConfig::from_table`] (serde cannot
     /// refuse unknown keys next to flattened settings).
     pub apps: Vec<toml::Table>,
@@ -267,6 +269,12 @@ pub struct Flags {
     /// Proxies whose X-Forwarded-For is believed: addresses or CIDR ranges, comma-separated [env PUSHI_TRUSTED_PROXIES]
     #[arg(long, global = true, value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Non-public addresses deliveries may reach (intranet receivers, tests): addresses or CIDR ranges, comma-separated [env PUSHI_OUTBOUND_ALLOW]
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub outbound_allow: Option<Vec<String>>,
+    /// Targets one direct-messaging request may name [default: 100; env PUSHI_MAX_TARGETS_PER_REQUEST]
+    #[arg(long, global = true)]
+    pub max_targets_per_request: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -654,33 +662,54 @@ fn listener_limits(
         limits.handshake_timeout =
             Duration::from_secs(in_range("handshake_timeout", secs, 1, 3600)?);
     }
-    let proxies = flags
-        .trusted_proxies
-        .clone()
-        .or_else(|| {
-            env("PUSHI_TRUSTED_PROXIES")
-                .map(|v| v.split(',').map(|p| p.trim().to_owned()).collect())
-        })
-        .or_else(|| file.trusted_proxies.clone())
-        .unwrap_or_default();
-    for proxy in proxies.iter().filter(|p| !p.is_empty()) {
-        let net = proxy
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "trusted_proxies: {proxy:?} is not an address or a CIDR range"
-                ))
-            })?;
-        limits.trusted_proxies.push(net);
-    }
+    let proxies = list_setting(
+        flags.trusted_proxies.as_ref(),
+        env,
+        "PUSHI_TRUSTED_PROXIES",
+        file.trusted_proxies.as_ref(),
+    );
+    limits.trusted_proxies = ip_nets("trusted_proxies", &proxies)?;
     Ok(limits)
 }
 
+/// A list setting: the flag's values, else the environment variable's comma-separated ones,
+/// else the file's.
+fn list_setting(
+    flag: Option<&Vec<String>>,
+    env: EnvSource<'_>,
+    name: &str,
+    file: Option<&Vec<String>>,
+) -> Vec<String> {
+    flag.cloned()
+        .or_else(|| env(name).map(|v| v.split(',').map(|p| p.trim().to_owned()).collect()))
+        .or_else(|| file.cloned())
+        .unwrap_or_default()
+}
+
+/// Addresses and CIDR ranges (`10.0.0.0/8`, `::1`), refused with the setting named; empty
+/// entries are skipped.
+fn ip_nets(name: &str, entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    entries
+        .iter()
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "{name}: {entry:?} is not an address or a CIDR range"
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Offline delivery settings: `handlers` (`PUSHI_HANDLERS`), `smtp_url` (`SMTP_URL`, or
-/// Pushi's separate `SMTP_*` variables), `web_push_ttl`, `apns_url` and the retry policy, each
-/// from flags < env < TOML < defaults like every other setting. A bad SMTP URL stops the
-/// start, rather than the first e-mail.
+/// Pushi's separate `SMTP_*` variables), `web_push_ttl`, `apns_url`, the retry policy,
+/// `outbound_allow` and `max_targets_per_request`, each from flags < env < TOML < defaults
+/// like every other setting. A bad SMTP URL stops the start, rather than the first e-mail.
 fn notify_config(
     flags: &Flags,
     env: EnvSource<'_>,
@@ -744,6 +773,20 @@ fn notify_config(
         .or(file.webhook_hold)
     {
         notify.webhook_hold = Duration::from_secs(in_range("webhook_hold", secs, 0, 3600)?);
+    }
+    let allow = list_setting(
+        flags.outbound_allow.as_ref(),
+        env,
+        "PUSHI_OUTBOUND_ALLOW",
+        file.outbound_allow.as_ref(),
+    );
+    notify.outbound_allow = ip_nets("outbound_allow", &allow)?;
+    if let Some(n) = flags
+        .max_targets_per_request
+        .or(env_parse::<usize>(env, "PUSHI_MAX_TARGETS_PER_REQUEST")?)
+        .or(file.max_targets_per_request)
+    {
+        notify.max_targets_per_request = in_range("max_targets_per_request", n, 1, 10_000)?;
     }
     Ok(notify)
 }
@@ -938,6 +981,63 @@ mod tests {
             &[("SMTP_URL", "ftp://mail.example.com")],
         ));
         assert!(m.contains("smtp_url"), "{m}");
+    }
+
+    #[test]
+    fn outbound_allow_and_the_targets_cap_follow_the_precedence() {
+        let c = load(Flags::default(), &[]).unwrap();
+        assert!(
+            c.notify.outbound_allow.is_empty(),
+            "nothing allowed by default"
+        );
+        assert_eq!(
+            c.notify.max_targets_per_request,
+            crate::notify::DEFAULT_MAX_TARGETS_PER_REQUEST
+        );
+        let file = "outbound_allow = [\"10.0.0.0/8\"]\nmax_targets_per_request = 20\n";
+        let c = with_file(file, &[]).unwrap();
+        assert_eq!(c.notify.outbound_allow, ["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(c.notify.max_targets_per_request, 20);
+        let c = with_file(
+            file,
+            &[
+                ("PUSHI_OUTBOUND_ALLOW", "127.0.0.1, ::1"),
+                ("PUSHI_MAX_TARGETS_PER_REQUEST", "30"),
+            ],
+        )
+        .unwrap();
+        let nets: Vec<ipnet::IpNet> =
+            vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()];
+        assert_eq!(c.notify.outbound_allow, nets);
+        assert_eq!(c.notify.max_targets_per_request, 30);
+        let c = load(
+            Flags {
+                outbound_allow: Some(vec!["192.168.0.0/16".into()]),
+                max_targets_per_request: Some(40),
+                ..Flags::default()
+            },
+            &[
+                ("PUSHI_OUTBOUND_ALLOW", "127.0.0.1"),
+                ("PUSHI_MAX_TARGETS_PER_REQUEST", "30"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.notify.outbound_allow, ["192.168.0.0/16".parse().unwrap()]);
+        assert_eq!(c.notify.max_targets_per_request, 40);
+
+        let m = message(load(
+            Flags::default(),
+            &[("PUSHI_OUTBOUND_ALLOW", "intranet")],
+        ));
+        assert!(
+            m.contains("outbound_allow") && m.contains("intranet"),
+            "{m}"
+        );
+        let m = message(load(
+            Flags::default(),
+            &[("PUSHI_MAX_TARGETS_PER_REQUEST", "0")],
+        ));
+        assert!(m.contains("max_targets_per_request"), "{m}");
     }
 
     #[test]

@@ -680,6 +680,7 @@ async fn shared_postgres_store_sends_each_delivery_once() {
             TestServer::start_with(move |c| {
                 c.cluster = Some(config);
                 c.database_url = url;
+                common::allow_loopback(c);
             })
             .await,
         );

@@ -93,7 +93,9 @@ fn app_webhook(c: &mut pushi::config::Config, url: &str, event_types: &[&str]) {
     }];
 }
 
+/// Quick retries, and the local receivers allowed (the outbound policy refuses loopback).
 fn fast_retries(c: &mut pushi::config::Config) {
+    common::allow_loopback(c);
     c.notify.base_backoff = Duration::from_millis(50);
     c.notify.max_backoff = Duration::from_millis(200);
     c.notify.request_timeout = Duration::from_secs(2);
@@ -283,7 +285,7 @@ async fn deliveries_wait_for_a_receiver_that_is_down() {
 
 #[tokio::test]
 async fn private_channel_targets_need_a_signature() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(common::allow_loopback).await;
     let token = server.pushi_login().await;
     let url = "http://127.0.0.1:9/hook";
     let (status, err) = server

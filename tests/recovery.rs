@@ -36,6 +36,8 @@ async fn spawn(db: &str, port: u16) -> Process {
         .env("PUSHI_APP_KEY", "recovery-key")
         .env("PUSHI_APP_SECRET", "recovery-secret")
         .env("PUSHI_LOG", "warn")
+        // The webhook receiver runs on this machine.
+        .env("PUSHI_OUTBOUND_ALLOW", "127.0.0.1")
         // Retry quickly so the test does not wait for real backoff.
         .env("PUSHI_DELIVERY_BACKOFF_MS", "100")
         .env("PUSHI_DELIVERY_TIMEOUT", "2")

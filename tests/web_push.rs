@@ -208,8 +208,17 @@ fn delivery_with_payload(target: &str, payload: String) -> DeliveryRecord {
     }
 }
 
+/// The push service runs on this machine: loopback is allowed (the policy refuses it by
+/// default).
+fn local_config() -> NotifyConfig {
+    NotifyConfig {
+        outbound_allow: vec!["127.0.0.0/8".parse().expect("a CIDR range")],
+        ..NotifyConfig::default()
+    }
+}
+
 fn adapter() -> WebPushAdapter {
-    WebPushAdapter::new(&NotifyConfig::default())
+    WebPushAdapter::new(&local_config())
 }
 
 fn header<'a>(request: &'a Received, name: &str) -> &'a str {
@@ -366,7 +375,7 @@ async fn ttl_comes_from_the_configuration() {
 
     let config = NotifyConfig {
         web_push_ttl: 600,
-        ..NotifyConfig::default()
+        ..local_config()
     };
     WebPushAdapter::new(&config)
         .deliver(&app, &record)
@@ -375,7 +384,7 @@ async fn ttl_comes_from_the_configuration() {
     // A TTL of 0 would let the push service drop messages for offline browsers.
     let config = NotifyConfig {
         web_push_ttl: 0,
-        ..NotifyConfig::default()
+        ..local_config()
     };
     WebPushAdapter::new(&config)
         .deliver(&app, &record)
@@ -574,7 +583,7 @@ async fn timeouts_and_refused_connections_are_retried() {
     let app = app(Some(&web_push::generate_vapid_key()), None);
     let config = NotifyConfig {
         request_timeout: Duration::from_millis(300),
-        ..NotifyConfig::default()
+        ..local_config()
     };
     let adapter = WebPushAdapter::new(&config);
 

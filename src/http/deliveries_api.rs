@@ -11,15 +11,15 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Fields, Session};
 use crate::store::DeliveryStatus;
 
-/// Deliveries listed when the request does not say, and the most it may ask for.
+/// Deliveries listed when the request does not say (or says 0).
 const DEFAULT_COUNT: u32 = 100;
-const MAX_COUNT: u32 = 1000;
 
 pub fn router() -> Router<ServerContext> {
     Router::new().route("/deliveries", get(list_deliveries))
 }
 
-/// `?status=` (pending, delivered or failed) and `?count=` narrow the list; the counts are
+/// `?status=` (pending, delivered or failed) and `?count=` (1 to
+/// [`MAX_COUNT`](super::extract::MAX_COUNT); 0 is the default) narrow the list; the counts are
 /// always the app's totals.
 async fn list_deliveries(
     State(ctx): State<ServerContext>,
@@ -32,11 +32,7 @@ async fn list_deliveries(
         })?),
         None => None,
     };
-    let count = fields
-        .str("count")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(DEFAULT_COUNT)
-        .min(MAX_COUNT);
+    let count = fields.count(DEFAULT_COUNT)?;
     let store = ctx.hub.apps.store();
     let deliveries = store
         .list_deliveries(&session.app.id, status, count)

@@ -1,17 +1,40 @@
 //! The one error type of every HTTP route, and how it becomes a response.
 //!
-//! Every refusal is a JSON body saying what was wrong, with the matching status, and one
+//! Every refusal is a JSON body saying what was wrong, with the matching status, and a
 //! structured log line. The body uses Pushi's error envelope (`result`, `name`, `message`,
 //! `code`), which also suits Pusher SDKs: they only read the status and show the text.
+//!
+//! Anyone can make the server refuse requests as fast as the network allows, so the log
+//! lines are kept from becoming a way to fill the disk: client-supplied strings (the path,
+//! the method, the message, which often quotes the request) are clipped with
+//! [`logs::clip`], a matched route is logged by its template rather than the path sent, and
+//! each kind of line is written at most once per [`LOG_PERIOD`], the next one saying how
+//! many were left out ([`Throttle`]). No line carries a query string, a header or a body, so
+//! session ids, signatures and auth strings never reach the log.
+
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use axum::Json;
+use axum::extract::MatchedPath;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::hub::PublishError;
+use crate::logs::{self, Throttle};
 use crate::notify::NotifyError;
 use crate::store::StoreError;
+
+/// How often each kind of refusal may be logged.
+pub const LOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// Requests refused as the client's fault (4xx).
+static REJECTED: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(LOG_PERIOD));
+/// Requests that failed on the server's side (5xx).
+static FAILED: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(LOG_PERIOD));
+/// Store errors behind failed requests.
+static STORE_FAILED: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(LOG_PERIOD));
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -77,7 +100,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(_) => Self::bad_request(e.to_string()),
             _ => {
-                tracing::error!(error = %e, "store error");
+                if let Some(suppressed) = STORE_FAILED.ready() {
+                    tracing::error!(error = %e, suppressed, "store error");
+                }
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage is unavailable; try again",
@@ -112,26 +137,44 @@ impl IntoResponse for ApiError {
 #[derive(Clone)]
 struct Rejection(String);
 
-/// Logs one structured line per refused request: method, path, status and why.
+/// Logs a structured line per refused request (method, route, status and why), at most one
+/// per [`LOG_PERIOD`] for client errors and one for server errors.
 pub async fn log_rejections(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
-        let message = response
-            .extensions()
-            .get::<Rejection>()
-            .map(|r| r.0.as_str())
-            .unwrap_or("");
-        if status.is_server_error() {
-            tracing::error!(%method, path, status = status.as_u16(), message, "request failed");
-        } else {
-            tracing::info!(%method, path, status = status.as_u16(), message, "request rejected");
-        }
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let throttle = if status.is_server_error() {
+        &FAILED
+    } else {
+        &REJECTED
+    };
+    let Some(suppressed) = throttle.ready() else {
+        return response;
+    };
+    let message = response
+        .extensions()
+        .get::<Rejection>()
+        .map(|r| r.0.as_str())
+        .unwrap_or("");
+    let message = logs::clip(message);
+    let method = logs::clip(method.as_str());
+    let path = match &route {
+        Some(route) => logs::clip(route.as_str()),
+        None => logs::clip(&path),
+    };
+    let status = status.as_u16();
+    if status >= 500 {
+        tracing::error!(%method, %path, status, %message, suppressed, "request failed");
+    } else {
+        tracing::info!(%method, %path, status, %message, suppressed, "request rejected");
     }
     response
 }

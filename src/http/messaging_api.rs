@@ -163,7 +163,8 @@ async fn send_web_push(
 
 /// `POST /messaging[/send]`: the `adapters` named, each reading its own prefixed fields
 /// (`apn_tokens`, `email_to`, ...) with `data` as the common message; results by adapter.
-/// An adapter without recipients is skipped; one that is refused reports why.
+/// An adapter without recipients is skipped; one that is refused reports why. The targets of
+/// every adapter count together against the per-request cap.
 async fn send_many(
     State(ctx): State<ServerContext>,
     session: Session,
@@ -175,6 +176,7 @@ async fn send_many(
     }
     let data = fields.get("data").filter(|v| !v.is_null());
     let mut out = Map::new();
+    let mut messages = Vec::new();
     for name in adapters {
         let canonical = match name.to_ascii_lowercase().as_str() {
             "apn" | "apns" => "apn",
@@ -189,16 +191,24 @@ async fn send_many(
                 continue;
             }
         };
-        let Some(message) = adapter_message(canonical, &fields, data) else {
-            continue;
-        };
-        let result = match message {
-            Ok(message) => match send(&ctx, &session, message, wait(&fields)).await {
-                Ok(report) => report,
-                Err(NotifyError::Store(e)) => return Err(e.into()),
-                Err(refused) => json!({"success": false, "error": refused.to_string()}),
-            },
-            Err(e) => json!({"success": false, "error": e.message}),
+        match adapter_message(canonical, &fields, data) {
+            None => {}
+            Some(Ok(message)) => messages.push((canonical, message)),
+            Some(Err(e)) => {
+                out.insert(
+                    canonical.to_owned(),
+                    json!({"success": false, "error": e.message}),
+                );
+            }
+        }
+    }
+    let targets = messages.iter().map(|(_, m)| m.recipients.len()).sum();
+    ctx.notifier.check_request_size(targets)?;
+    for (canonical, message) in messages {
+        let result = match send(&ctx, &session, message, wait(&fields)).await {
+            Ok(report) => report,
+            Err(NotifyError::Store(e)) => return Err(e.into()),
+            Err(refused) => json!({"success": false, "error": refused.to_string()}),
         };
         out.insert(canonical.to_owned(), result);
     }

@@ -331,6 +331,6 @@ async fn terminate_by_key(Path(user_id): Path<String>, signed: Signed) -> ApiRes
 
 fn terminate_user(user_id: &str, signed: Signed) -> ApiResult<Json<Value>> {
     let closed = signed.state.terminate_user(user_id);
-    tracing::info!(app_id = %signed.app.id, user_id, closed, "terminated user connections");
+    tracing::info!(app_id = %signed.app.id, user_id = %crate::logs::clip(user_id), closed, "terminated user connections");
     Ok(Json(json!({})))
 }

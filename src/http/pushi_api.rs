@@ -26,6 +26,9 @@ use crate::protocol::channel::NameRules;
 use crate::protocol::{ChannelName, frames};
 use crate::store::SubscriptionRecord;
 
+/// Events `GET /events` lists when `count` does not say (or says 0), as Pushi.
+const DEFAULT_EVENT_COUNT: u32 = 10;
+
 /// How long a login session lasts, in seconds (also the cookie's max age).
 const SESSION_MAX_AGE: i64 = 30 * 24 * 3600;
 
@@ -165,7 +168,7 @@ async fn create_app(
             description: fields.str("description").map(str::to_owned),
         })
         .await?;
-    tracing::info!(app_id = %app.id, name = %app.name, "app created over HTTP");
+    tracing::info!(app_id = %app.id, name = %crate::logs::clip(&app.name), "app created over HTTP");
     Ok((StatusCode::OK, Json(app_json(&app, true))).into_response())
 }
 
@@ -282,15 +285,12 @@ async fn list_events(
     session: Session,
     fields: Fields,
 ) -> ApiResult<Json<Value>> {
-    let count = match fields.str("count") {
-        Some(c) => c.parse::<u32>().map_err(|_| bad_number("count"))?,
-        None => 10,
-    };
+    let count = fields.count(DEFAULT_EVENT_COUNT)?;
     let events = ctx
         .hub
         .apps
         .store()
-        .recent_events(&session.app.id, count.min(1000))
+        .recent_events(&session.app.id, count)
         .await?;
     let events = crate::protocol::pushi::events_json(
         events.iter().map(crate::protocol::pushi::StoredEvent::from),

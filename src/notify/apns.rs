@@ -15,7 +15,9 @@
 //! 2. Base URL: the app's `apn_url`, else [`NotifyConfig::apns_url`] (`PUSHI_APNS_URL`), else
 //!    Apple's sandbox (`https://api.sandbox.push.apple.com`) when the payload's `sandbox`
 //!    (direct messaging) or else the app's `apn_sandbox` says so, else production
-//!    (`https://api.push.apple.com`).
+//!    (`https://api.push.apple.com`). The app's `apn_url` is the tenant's choice and must
+//!    pass the [`outbound`](super::outbound) policy; the others are the operator's or
+//!    Apple's and are used as they are.
 //! 3. Headers: `apns-topic`, `apns-push-type: alert`, `apns-priority: 10`, `apns-expiration`
 //!    (now + one day: Apple keeps the notification that long for an offline device), and
 //!    `apns-id` = the delivery id (a UUID), so APNs and the app see the same id on every
@@ -31,7 +33,9 @@
 //! subscriptions (a token that is not hexadecimal is treated the same without asking).
 //! 429, 5xx and transport errors are retried. 403 `ExpiredProviderToken` drops the cached
 //! JWT and is retried (the next attempt signs a new one); 403 `InvalidProviderToken` and
-//! every other 4xx are permanent, with Apple's `reason`.
+//! every other 4xx are permanent, with Apple's `reason`. Only a reason Apple documents is
+//! repeated ([`REASONS`]); any other body is left out, since with an `apn_url` the answer may
+//! come from a server that is not Apple's. Redirects are not followed.
 //!
 //! # Tokens and connections
 //!
@@ -52,6 +56,7 @@
 //! is only base64url and JSON around it, as the Web Push adapter's VAPID token.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -65,6 +70,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::outbound::{self, Chooser, OutboundPolicy};
 use super::payload::{self, ApnPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, transport_error};
 use crate::app::{App, DeliverySettings};
@@ -163,12 +169,49 @@ struct CachedToken {
     signed: Instant,
 }
 
+/// The `reason`s APNs documents; any other is not repeated in a delivery's error.
+pub const REASONS: &[&str] = &[
+    "BadCollapseId",
+    "BadDeviceToken",
+    "BadExpirationDate",
+    "BadMessageId",
+    "BadPriority",
+    "BadTopic",
+    "DeviceTokenNotForTopic",
+    "DuplicateHeaders",
+    "IdleTimeout",
+    "InvalidPushType",
+    "MissingDeviceToken",
+    "MissingTopic",
+    "PayloadEmpty",
+    "TopicDisallowed",
+    "BadCertificate",
+    "BadCertificateEnvironment",
+    "ExpiredProviderToken",
+    "Forbidden",
+    "InvalidProviderToken",
+    "MissingProviderToken",
+    "UnrelatedKeyIdInToken",
+    "BadPath",
+    "MethodNotAllowed",
+    "ExpiredToken",
+    "Unregistered",
+    "PayloadTooLarge",
+    "TooManyProviderTokenUpdates",
+    "TooManyRequests",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Shutdown",
+];
+
 /// Sends [`ApnPayload`] deliveries.
 pub struct ApnsAdapter {
     timeout: Duration,
     base_url: Option<String>,
+    /// The policy for an app's own `apn_url`.
+    policy: Arc<OutboundPolicy>,
     extra_roots: Vec<reqwest::Certificate>,
-    clients: Mutex<HashMap<ClientKey, reqwest::Client>>,
+    clients: Mutex<HashMap<(ClientKey, Chooser), reqwest::Client>>,
     /// Provider tokens by app id.
     tokens: Mutex<HashMap<String, CachedToken>>,
 }
@@ -184,6 +227,7 @@ impl ApnsAdapter {
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned),
+            policy: config.outbound_policy(),
             extra_roots: Vec::new(),
             clients: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
@@ -203,18 +247,18 @@ impl ApnsAdapter {
         Ok(adapter)
     }
 
-    /// The client for these credentials, built on first use.
-    fn client(&self, auth: &Auth<'_>) -> Result<reqwest::Client, DeliveryError> {
-        let key = auth.client_key();
+    /// The client for these credentials and this base URL's chooser, built on first use.
+    fn client(&self, auth: &Auth<'_>, chooser: Chooser) -> Result<reqwest::Client, DeliveryError> {
+        let key = (auth.client_key(), chooser);
         if let Some(client) = self.clients.lock().get(&key) {
             return Ok(client.clone());
         }
-        crate::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.timeout)
-            .pool_idle_timeout(Duration::from_secs(10 * 60))
-            .user_agent(concat!("pushi/", env!("CARGO_PKG_VERSION")));
+        let policy = match chooser {
+            Chooser::Tenant => self.policy.clone(),
+            Chooser::Operator => Arc::new(OutboundPolicy::any()),
+        };
+        let mut builder = outbound::client_builder(policy, self.timeout)
+            .pool_idle_timeout(Duration::from_secs(10 * 60));
         if !self.extra_roots.is_empty() {
             builder = builder.tls_certs_merge(self.extra_roots.iter().cloned());
         }
@@ -280,16 +324,21 @@ impl ApnsAdapter {
         }
     }
 
-    fn base_url<'a>(&'a self, app: &'a App, sandbox: Option<bool>) -> &'a str {
+    /// The base URL for an app's delivery, and who chose it.
+    fn base_url<'a>(&'a self, app: &'a App, sandbox: Option<bool>) -> (&'a str, Chooser) {
         let d = &app.settings.delivery;
-        non_empty(&d.apn_url)
-            .or(self.base_url.as_deref())
+        if let Some(url) = non_empty(&d.apn_url) {
+            return (url.trim_end_matches('/'), Chooser::Tenant);
+        }
+        let url = self
+            .base_url
+            .as_deref()
             .unwrap_or(if sandbox.unwrap_or(d.apn_sandbox) {
                 SANDBOX_URL
             } else {
                 PRODUCTION_URL
-            })
-            .trim_end_matches('/')
+            });
+        (url.trim_end_matches('/'), Chooser::Operator)
     }
 }
 
@@ -345,6 +394,23 @@ fn valid_token(token: &str) -> bool {
     !token.is_empty() && token.len() <= 512 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Apple's answers are a few dozen bytes of JSON; more is not read.
+const MAX_ANSWER_BYTES: usize = 4096;
+
+/// The start of an answer's body, at most [`MAX_ANSWER_BYTES`]: a server that is not Apple's
+/// cannot make the adapter read without end.
+async fn answer_head(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_ANSWER_BYTES);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// What an answer from APNs means. `reason` is Apple's `reason` from the JSON body.
 pub fn classify(status: StatusCode, body: &str) -> Result<(), DeliveryError> {
     if status.is_success() {
@@ -353,13 +419,12 @@ pub fn classify(status: StatusCode, body: &str) -> Result<(), DeliveryError> {
     let reason = serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| {
-            let mut text = body.trim().to_owned();
-            text.truncate(200);
-            text
-        });
-    let detail = format!("APNs HTTP {}: {reason}", status.as_u16());
-    match (status.as_u16(), reason.as_str()) {
+        .and_then(|reason| REASONS.iter().find(|known| **known == reason).copied());
+    let detail = match reason {
+        Some(reason) => format!("APNs HTTP {}: {reason}", status.as_u16()),
+        None => format!("APNs HTTP {}", status.as_u16()),
+    };
+    match (status.as_u16(), reason.unwrap_or_default()) {
         (410, _) | (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {
             Err(DeliveryError::Gone(detail))
         }
@@ -381,15 +446,23 @@ impl Adapter for ApnsAdapter {
         let token = apn.token.trim();
         if !valid_token(token) {
             return Err(DeliveryError::Gone(format!(
-                "BadDeviceToken: {token:?} is not a hexadecimal device token"
+                "BadDeviceToken: {:?} is not a hexadecimal device token",
+                crate::logs::clip(token)
             )));
         }
 
-        let client = self.client(&auth)?;
-        let url = format!("{}/3/device/{token}", self.base_url(app, apn.sandbox));
+        let (base, chooser) = self.base_url(app, apn.sandbox);
+        let url = reqwest::Url::parse(&format!("{base}/3/device/{token}"))
+            .map_err(|e| DeliveryError::Permanent(format!("invalid APNs URL: {e}")))?;
+        if chooser == Chooser::Tenant {
+            self.policy
+                .check_url(&url)
+                .map_err(|refused| DeliveryError::Permanent(refused.to_string()))?;
+        }
+        let client = self.client(&auth, chooser)?;
         let expiration = crate::clock::now_unix() as u64 + EXPIRATION.as_secs();
         let mut request = client
-            .post(&url)
+            .post(url)
             .header("apns-topic", topic)
             .header("apns-push-type", "alert")
             .header("apns-priority", "10")
@@ -412,7 +485,7 @@ impl Adapter for ApnsAdapter {
 
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let body = answer_head(response).await;
         let outcome = classify(status, &body);
         if status == StatusCode::FORBIDDEN
             && let (Err(DeliveryError::Retry(_)), Some(jwt)) = (&outcome, &jwt)
@@ -475,7 +548,12 @@ mod tests {
         let m = permanent(400, r#"{"reason":"BadTopic"}"#).unwrap();
         assert!(m.contains("BadTopic") && m.contains("400"), "{m}");
         assert!(permanent(413, r#"{"reason":"PayloadTooLarge"}"#).is_some());
-        assert!(permanent(400, "not json").unwrap().contains("not json"));
+        // Only the reasons Apple documents are repeated: another server's body is not.
+        assert_eq!(permanent(400, "not json").unwrap(), "APNs HTTP 400");
+        assert_eq!(
+            permanent(400, r#"{"reason":"db password is hunter2"}"#).unwrap(),
+            "APNs HTTP 400"
+        );
     }
 
     #[test]

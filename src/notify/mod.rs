@@ -18,6 +18,7 @@ pub mod compose;
 pub mod email;
 pub mod matching;
 mod notifier;
+pub mod outbound;
 pub mod outbox;
 pub mod payload;
 pub mod pusher_webhooks;
@@ -41,6 +42,9 @@ pub use notifier::Notifier;
 use outbox::Outbox;
 use pusher_webhooks::HookSender;
 use targets::TargetService;
+
+/// Targets one direct-messaging request may name unless configured otherwise.
+pub const DEFAULT_MAX_TARGETS_PER_REQUEST: usize = 100;
 
 /// Tunables of offline delivery, the same for every app.
 #[derive(Debug, Clone)]
@@ -68,6 +72,18 @@ pub struct NotifyConfig {
     pub apns_url: Option<String>,
     /// How long `channel_vacated` and `member_removed` webhooks wait, to absorb reconnects.
     pub webhook_hold: Duration,
+    /// Addresses and ranges tenant-aimed requests may reach although they are not public
+    /// (`outbound_allow`; see [`outbound`]).
+    pub outbound_allow: Vec<ipnet::IpNet>,
+    /// Most targets one direct-messaging request may name (`max_targets_per_request`).
+    pub max_targets_per_request: usize,
+}
+
+impl NotifyConfig {
+    /// The policy for requests a tenant aimed.
+    pub fn outbound_policy(&self) -> Arc<outbound::OutboundPolicy> {
+        Arc::new(outbound::OutboundPolicy::new(self.outbound_allow.clone()))
+    }
 }
 
 impl Default for NotifyConfig {
@@ -85,6 +101,8 @@ impl Default for NotifyConfig {
             web_push_ttl: 86_400,
             apns_url: None,
             webhook_hold: Duration::from_secs(3),
+            outbound_allow: Vec::new(),
+            max_targets_per_request: DEFAULT_MAX_TARGETS_PER_REQUEST,
         }
     }
 }
@@ -123,7 +141,7 @@ pub fn start(
             Arc::new(pusher_webhooks::PusherWebhookAdapter::new(&config)),
         ),
     ]);
-    let targets = Arc::new(TargetService::new(apps.clone()));
+    let targets = Arc::new(TargetService::new(apps.clone(), config.outbound_policy()));
     let outbox = Arc::new(Outbox::new(apps.clone(), wake.clone()));
     let notifier = Arc::new(Notifier::new(
         apps.clone(),
@@ -187,42 +205,56 @@ pub trait Adapter: Send + Sync + 'static {
     async fn deliver(&self, app: &App, delivery: &DeliveryRecord) -> Result<(), DeliveryError>;
 }
 
-/// A shared HTTP client for adapters: connection reuse, rustls, HTTP/1.1 and HTTP/2.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    crate::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .user_agent(concat!("pushi/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
-
-/// Maps an HTTP status to an outcome the way most push receivers mean it.
-pub fn classify_status(status: reqwest::StatusCode, body: &str) -> Result<(), DeliveryError> {
-    let detail = || {
-        let mut text = body.trim().to_owned();
-        text.truncate(200);
-        format!("HTTP {status}: {text}")
-    };
+/// Maps an HTTP status to an outcome the way most push receivers mean it. Only the status
+/// line is kept: a receiver's body is never read, so nothing it says (an internal service's
+/// error page, a secret) reaches a delivery record, an API answer or the log.
+pub fn classify_status(status: reqwest::StatusCode) -> Result<(), DeliveryError> {
+    let detail = format!("HTTP {status}");
     if status.is_success() {
         Ok(())
+    } else if status.is_redirection() {
+        Err(DeliveryError::Permanent(format!(
+            "{detail} (redirects are not followed)"
+        )))
     } else if status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
     {
-        Err(DeliveryError::Retry(detail()))
+        Err(DeliveryError::Retry(detail))
     } else {
-        Err(DeliveryError::Permanent(detail()))
+        Err(DeliveryError::Permanent(detail))
     }
 }
 
-/// A request error as an outcome: a request that cannot be built (bad URL or header) never
-/// will be; everything at the transport level is worth a retry.
+/// The longest transport error text a delivery record keeps.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// A request error as an outcome: a destination the [`outbound`] policy refuses, or a request
+/// that cannot be built (bad URL or header), never will be sent; everything at the transport
+/// level is worth a retry. The URL is left out (it may carry the tenant's credentials, and
+/// the record names the target anyway).
 pub fn transport_error(e: reqwest::Error) -> DeliveryError {
+    if let Some(refused) = outbound::refusal(&e) {
+        return DeliveryError::Permanent(refused.to_string());
+    }
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
     if e.is_builder() {
-        DeliveryError::Permanent(format!("invalid request: {e}"))
+        DeliveryError::Permanent(format!("invalid request: {text}"))
     } else {
-        DeliveryError::Retry(format!("request failed: {e}"))
+        DeliveryError::Retry(format!("request failed: {text}"))
     }
 }

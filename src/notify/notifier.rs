@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::compose::{Content, Recipient};
 use super::outbox::Outbox;
-use super::targets::{TargetService, check_target};
+use super::targets::TargetService;
 use super::{NotifyConfig, NotifyError};
 use crate::registry::AppRegistry;
 use crate::store::{DeliveryRecord, NewDelivery, StoreError};
@@ -82,6 +82,18 @@ impl Notifier {
         Ok(())
     }
 
+    /// Refuses a direct-messaging request naming more targets than
+    /// [`NotifyConfig::max_targets_per_request`], so one request cannot fan out without bound.
+    pub fn check_request_size(&self, targets: usize) -> Result<(), NotifyError> {
+        let max = self.config.max_targets_per_request;
+        if targets > max {
+            return Err(NotifyError::Invalid(format!(
+                "{targets} targets in one request; at most {max} (max_targets_per_request)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Sends one direct message to each recipient: checks it, records one delivery each and,
     /// with `wait`, waits briefly for their first attempts. Returns the deliveries as they
     /// stand, by id.
@@ -92,9 +104,11 @@ impl Notifier {
         recipients: &[Recipient],
         wait: bool,
     ) -> Result<Vec<DeliveryRecord>, NotifyError> {
+        self.check_request_size(recipients.len())?;
         content.check().map_err(NotifyError::Invalid)?;
         for recipient in recipients {
-            check_target(content.kind(), &recipient.target)?;
+            self.targets
+                .check_target(content.kind(), &recipient.target)?;
         }
         let deliveries: Vec<NewDelivery> = recipients.iter().map(|r| content.delivery(r)).collect();
         let recorded = self.outbox.enqueue(app_id, &deliveries).await?;

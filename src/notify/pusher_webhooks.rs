@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::outbound::OutboundClient;
 use super::outbox::Outbox;
 use super::payload::{self, PusherWebhookPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, classify_status, transport_error};
@@ -245,15 +246,16 @@ impl Batcher {
     }
 }
 
-/// Sends a recorded webhook body, signed with the app's secret as Pusher does.
+/// Sends a recorded webhook body, signed with the app's secret as Pusher does, to a URL that
+/// passes the [`outbound`](super::outbound) policy.
 pub struct PusherWebhookAdapter {
-    client: reqwest::Client,
+    client: OutboundClient,
 }
 
 impl PusherWebhookAdapter {
     pub fn new(config: &NotifyConfig) -> Self {
         Self {
-            client: super::http_client(config.request_timeout),
+            client: OutboundClient::new(config.outbound_policy(), config.request_timeout),
         }
     }
 }
@@ -265,7 +267,7 @@ impl Adapter for PusherWebhookAdapter {
         let signature = crate::auth::sign(&app.secret, &hook.body);
         let response = self
             .client
-            .post(&hook.url)
+            .request(reqwest::Method::POST, &hook.url)?
             .header("content-type", "application/json")
             .header("x-pusher-key", &app.key)
             .header("x-pusher-signature", signature)
@@ -274,8 +276,6 @@ impl Adapter for PusherWebhookAdapter {
             .send()
             .await
             .map_err(transport_error)?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        classify_status(status, &text)
+        classify_status(response.status())
     }
 }

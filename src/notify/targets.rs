@@ -15,6 +15,7 @@ use dashmap::DashMap;
 
 use super::NotifyError;
 use super::matching::TargetIndex;
+use super::outbound::OutboundPolicy;
 use super::web_push;
 use crate::app::App;
 use crate::auth;
@@ -46,13 +47,42 @@ struct Cached {
 pub struct TargetService {
     apps: Arc<AppRegistry>,
     cache: DashMap<String, Cached>,
+    /// Where URL targets may point.
+    policy: Arc<OutboundPolicy>,
 }
 
 impl TargetService {
-    pub fn new(apps: Arc<AppRegistry>) -> Self {
+    pub fn new(apps: Arc<AppRegistry>, policy: Arc<OutboundPolicy>) -> Self {
         Self {
             apps,
             cache: DashMap::new(),
+            policy,
+        }
+    }
+
+    /// Refuses a target its kind's adapter could never reach, or must not: a URL whose host
+    /// is an address the [`outbound`](super::outbound) policy refuses. (A name is checked
+    /// when a delivery resolves it: what it resolves to now says nothing about later.)
+    pub fn check_target(&self, kind: TargetKind, target: &str) -> Result<(), NotifyError> {
+        let refuse = |why: String| Err(NotifyError::Invalid(why));
+        match kind {
+            TargetKind::Web | TargetKind::WebPush => match reqwest::Url::parse(target) {
+                Err(e) => refuse(format!("{target:?} is not a URL: {e}")),
+                Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                    refuse(format!("{target:?} must be an http(s) URL"))
+                }
+                Ok(url) => self
+                    .policy
+                    .check_url(&url)
+                    .or_else(|refused| refuse(format!("{target:?}: {refused}"))),
+            },
+            TargetKind::Smtp if !target.contains('@') => {
+                refuse(format!("{target:?} is not an e-mail address"))
+            }
+            TargetKind::Apn if !target.chars().all(|c| c.is_ascii_hexdigit()) => {
+                refuse(format!("APNs device token {target:?} must be hex"))
+            }
+            TargetKind::Smtp | TargetKind::Apn => Ok(()),
         }
     }
 
@@ -66,7 +96,7 @@ impl TargetService {
         let new = &request.target;
         ChannelName::parse(&new.event, NameRules::Pushi)
             .map_err(|e| NotifyError::Invalid(e.to_string()))?;
-        check_target(new.kind, &new.target)?;
+        self.check_target(new.kind, &new.target)?;
         if new.kind == TargetKind::WebPush {
             let (Some(p256dh), Some(secret)) = (&new.p256dh, &new.auth) else {
                 return Err(NotifyError::Invalid(
@@ -167,27 +197,6 @@ impl TargetService {
     }
 }
 
-/// Refuses a target its kind's adapter could never reach.
-pub fn check_target(kind: TargetKind, target: &str) -> Result<(), NotifyError> {
-    let refuse = |why: String| Err(NotifyError::Invalid(why));
-    match kind {
-        TargetKind::Web | TargetKind::WebPush => match reqwest::Url::parse(target) {
-            Err(e) => refuse(format!("{target:?} is not a URL: {e}")),
-            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
-                refuse(format!("{target:?} must be an http(s) URL"))
-            }
-            Ok(_) => Ok(()),
-        },
-        TargetKind::Smtp if !target.contains('@') => {
-            refuse(format!("{target:?} is not an e-mail address"))
-        }
-        TargetKind::Apn if !target.chars().all(|c| c.is_ascii_hexdigit()) => {
-            refuse(format!("APNs device token {target:?} must be hex"))
-        }
-        TargetKind::Smtp | TargetKind::Apn => Ok(()),
-    }
-}
-
 /// Channels that need a signature to subscribe need one here too.
 fn needs_signature(channel: &str) -> bool {
     ["private-", "presence-", "peer-", "personal-"]
@@ -220,7 +229,8 @@ mod tests {
             modified: 0,
         };
         let apps = Arc::new(AppRegistry::new(store.clone(), vec![app.clone()]));
-        (TargetService::new(apps), app)
+        let policy = Arc::new(OutboundPolicy::default());
+        (TargetService::new(apps, policy), app)
     }
 
     fn web(url: &str, channel: &str, exclusive: bool) -> Subscription {
@@ -308,5 +318,15 @@ mod tests {
         push.target.kind = TargetKind::WebPush;
         let e = refused(service.subscribe(&app, push).await);
         assert!(e.contains("p256dh"), "{e}");
+        for internal in [
+            "http://127.0.0.1:8080/hook",
+            "http://10.0.0.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]/",
+            "http://[::ffff:7f00:1]/",
+        ] {
+            let e = refused(service.subscribe(&app, web(internal, "news", false)).await);
+            assert!(e.contains("only go to public addresses"), "{internal}: {e}");
+        }
     }
 }

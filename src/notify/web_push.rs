@@ -19,8 +19,10 @@
 //!
 //! The push service's answer decides the outcome: 2xx delivered; 404 and 410 mean the
 //! browser unsubscribed or the subscription expired, [`DeliveryError::Gone`], so the worker
-//! removes the subscription; 429, 5xx and transport errors are retried; other 4xx are given
-//! up ([`classify_status`]).
+//! removes the subscription; 429, 5xx and transport errors are retried; other 4xx and 3xx
+//! are given up ([`classify_status`]). The endpoint is chosen by whoever subscribes, so it
+//! must pass the [`outbound`](super::outbound) policy, and only the status line of the answer
+//! is kept.
 //!
 //! VAPID keys are stored as PEM (PKCS#8 or SEC1) or as the raw 32-byte private scalar in
 //! base64url (what Pushi stores); base64 DER is accepted too, as pywebpush does.
@@ -54,6 +56,7 @@ use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
 use p256::{PublicKey, SecretKey};
 use reqwest::StatusCode;
 
+use super::outbound::OutboundClient;
 use super::payload::{self, WebPushPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, classify_status, transport_error};
 use crate::app::App;
@@ -73,14 +76,14 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 const DEFAULT_TTL: u64 = 86_400;
 
 pub struct WebPushAdapter {
-    client: reqwest::Client,
+    client: OutboundClient,
     ttl: u64,
 }
 
 impl WebPushAdapter {
     pub fn new(config: &NotifyConfig) -> Self {
         Self {
-            client: super::http_client(config.request_timeout),
+            client: OutboundClient::new(config.outbound_policy(), config.request_timeout),
             ttl: if config.web_push_ttl == 0 {
                 DEFAULT_TTL
             } else {
@@ -121,7 +124,7 @@ impl Adapter for WebPushAdapter {
 
         let response = self
             .client
-            .post(endpoint)
+            .request(reqwest::Method::POST, endpoint.as_str())?
             .header("content-encoding", "aes128gcm")
             .header("content-type", "application/octet-stream")
             .header("ttl", self.ttl)
@@ -132,15 +135,12 @@ impl Adapter for WebPushAdapter {
             .await
             .map_err(transport_error)?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-            let mut text = text.trim().to_owned();
-            text.truncate(200);
             return Err(DeliveryError::Gone(format!(
-                "push subscription is gone: HTTP {status}: {text}"
+                "push subscription is gone: HTTP {status}"
             )));
         }
-        classify_status(status, &text)
+        classify_status(status)
     }
 }
 

@@ -3,11 +3,15 @@
 //! Unlike the original (no timeout, no retry, response ignored), each request is bounded by
 //! the delivery timeout, carries `X-Pushi-Delivery` so receivers can drop retried duplicates,
 //! and its status decides the outcome: 2xx delivered, 5xx/429/timeouts retried, other 4xx
-//! given up.
+//! and 3xx (redirects are not followed) given up. The URL must pass the [`outbound`]
+//! policy.
+//!
+//! [`outbound`]: super::outbound
 
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::outbound::OutboundClient;
 use super::payload::{self, WebPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, classify_status, transport_error};
 use crate::app::App;
@@ -17,13 +21,13 @@ use crate::store::DeliveryRecord;
 pub const DELIVERY_HEADER: &str = "x-pushi-delivery";
 
 pub struct WebhookAdapter {
-    client: reqwest::Client,
+    client: OutboundClient,
 }
 
 impl WebhookAdapter {
     pub fn new(config: &NotifyConfig) -> Self {
         Self {
-            client: super::http_client(config.request_timeout),
+            client: OutboundClient::new(config.outbound_policy(), config.request_timeout),
         }
     }
 }
@@ -46,7 +50,7 @@ impl Adapter for WebhookAdapter {
         let sends_body = matches!(method, reqwest::Method::POST | reqwest::Method::PUT);
         let mut request = self
             .client
-            .request(method, &hook.url)
+            .request(method, &hook.url)?
             .header("content-type", "application/json")
             .header(DELIVERY_HEADER, &delivery.delivery_id);
         for (name, value) in &hook.headers {
@@ -61,8 +65,6 @@ impl Adapter for WebhookAdapter {
             request = request.body(body);
         }
         let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        classify_status(status, &text)
+        classify_status(response.status())
     }
 }

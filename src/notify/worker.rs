@@ -17,11 +17,14 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use super::targets::TargetService;
 use super::{Adapter, DeliveryError, NotifyConfig};
+use crate::logs::{Throttle, clip};
 use crate::registry::AppRegistry;
 use crate::store::{DeliveryKind, DeliveryOutcome, DeliveryRecord, TargetKind};
 
 /// How often the worker looks for due deliveries when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
+/// How often a failed attempt may be logged.
+const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(1);
 /// How long a delivery waits when its target is busy.
 const BUSY_TARGET_DEFER_MS: i64 = 250;
 
@@ -40,6 +43,9 @@ pub struct Worker {
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
     busy: DashMap<String, Arc<Semaphore>>,
+    /// Failed attempts are logged at most once per period: tenants choose the targets, so
+    /// they could otherwise choose how fast the log grows.
+    failures_logged: Throttle,
 }
 
 impl Worker {
@@ -58,6 +64,7 @@ impl Worker {
             targets,
             wake,
             busy: DashMap::new(),
+            failures_logged: Throttle::new(FAILURE_LOG_PERIOD),
         }
     }
 
@@ -197,7 +204,8 @@ impl Worker {
         d: &DeliveryRecord,
         result: Result<(), DeliveryError>,
     ) -> DeliveryOutcome {
-        let span = (d.kind.as_str(), d.target.as_str(), d.delivery_id.as_str());
+        let target = shown_target(&d.target);
+        let span = (d.kind.as_str(), target.as_str(), d.delivery_id.as_str());
         match result {
             Ok(()) => {
                 metrics::counter!(DELIVERED, "kind" => d.kind.as_str()).increment(1);
@@ -214,7 +222,9 @@ impl Worker {
             {
                 metrics::counter!(RETRIES, "kind" => d.kind.as_str()).increment(1);
                 let delay = backoff(&self.config, d.attempts as u32);
-                tracing::info!(kind = span.0, target = span.1, delivery_id = span.2, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+                if let Some(suppressed) = self.failures_logged.ready() {
+                    tracing::info!(kind = span.0, target = span.1, delivery_id = span.2, %error, retry_in_ms = delay.as_millis() as u64, suppressed, "delivery failed; will retry");
+                }
                 DeliveryOutcome::Retry {
                     next_attempt_ms: crate::clock::now_millis() + delay.as_millis() as i64,
                     error,
@@ -230,7 +240,9 @@ impl Worker {
             }
             Err(DeliveryError::Retry(error) | DeliveryError::Permanent(error)) => {
                 metrics::counter!(FAILED, "kind" => d.kind.as_str()).increment(1);
-                tracing::warn!(kind = span.0, target = span.1, delivery_id = span.2, attempts = d.attempts + 1, %error, "delivery given up");
+                if let Some(suppressed) = self.failures_logged.ready() {
+                    tracing::warn!(kind = span.0, target = span.1, delivery_id = span.2, attempts = d.attempts + 1, %error, suppressed, "delivery given up");
+                }
                 DeliveryOutcome::Failed { error }
             }
         }
@@ -255,6 +267,17 @@ impl Worker {
     }
 }
 
+/// A target as log lines show it: a URL by its origin and (clipped) path, without user
+/// information or query, which may hold the tenant's tokens; anything else clipped.
+fn shown_target(target: &str) -> String {
+    match reqwest::Url::parse(target) {
+        Ok(url) if url.has_host() => {
+            format!("{}{}", url.origin().ascii_serialization(), clip(url.path()))
+        }
+        _ => clip(target).into_owned(),
+    }
+}
+
 /// `base × 2^attempts`, capped, then scaled by a random factor in [0.5, 1.0] (jitter) so
 /// many failed deliveries do not all come back at the same instant.
 pub fn backoff(config: &NotifyConfig, attempts: u32) -> Duration {
@@ -269,6 +292,16 @@ pub fn backoff(config: &NotifyConfig, attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_targets_leave_credentials_and_queries_out() {
+        assert_eq!(
+            shown_target("https://user:pw@hooks.example.com:8443/h/1?token=s3cret"),
+            "https://hooks.example.com:8443/h/1"
+        );
+        assert_eq!(shown_target("ops@example.com"), "ops@example.com");
+        assert!(shown_target(&"ab".repeat(200)).len() < 100);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

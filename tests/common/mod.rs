@@ -49,6 +49,20 @@ pub fn test_config() -> Config {
     config
 }
 
+/// The loopback ranges, for the outbound allow-list of tests whose receivers run on this
+/// machine (the policy refuses loopback by default).
+pub fn loopback() -> Vec<ipnet::IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("a CIDR range"),
+        "::1/128".parse().expect("a CIDR range"),
+    ]
+}
+
+/// Lets the server deliver to receivers on this machine.
+pub fn allow_loopback(config: &mut Config) {
+    config.notify.outbound_allow = loopback();
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await

@@ -9,6 +9,10 @@ use serde_json::{Map, Value};
 
 use crate::http::error::{ApiError, ApiResult};
 
+/// The most records a listing (`GET /events`, `GET /deliveries`) returns, whatever `count`
+/// asks.
+pub const MAX_COUNT: u32 = 1000;
+
 /// Request fields from the query string and the body (JSON object or form), query winning,
 /// as Pushi reads them.
 pub struct Fields {
@@ -43,6 +47,26 @@ impl Fields {
     pub fn required(&self, name: &str) -> ApiResult<&str> {
         self.str(name)
             .ok_or_else(|| ApiError::bad_request(format!("missing field \"{name}\"")))
+    }
+
+    /// A listing's `count`: absent, empty or 0 asks for `default`; more than [`MAX_COUNT`]
+    /// gets [`MAX_COUNT`]; anything but a non-negative integer is refused.
+    pub fn count(&self, default: u32) -> ApiResult<u32> {
+        let bad = || ApiError::bad_request("count must be a non-negative integer");
+        let asked: u64 = match self.all.get("count") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(bad)?,
+            Some(Value::String(s)) if s.is_empty() => 0,
+            // All digits but too many for u64: as many as allowed.
+            Some(Value::String(s)) if s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().unwrap_or(u64::MAX)
+            }
+            Some(_) => return Err(bad()),
+        };
+        Ok(match asked {
+            0 => default.min(MAX_COUNT),
+            n => n.min(u64::from(MAX_COUNT)) as u32,
+        })
     }
 
     /// Pushi's booleans: true unless "", "0", "false" or "False"; JSON booleans as they are.

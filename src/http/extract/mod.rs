@@ -11,7 +11,7 @@ mod fields;
 mod session;
 mod signed;
 
-pub use fields::{Fields, flag_value};
+pub use fields::{Fields, MAX_COUNT, flag_value};
 pub use session::{Session, session_from_form, session_token};
 pub use signed::Signed;
 

@@ -19,7 +19,7 @@ use crate::http::error::ApiError;
 use crate::hub::AppState;
 
 /// How far `auth_timestamp` may be from the server's clock.
-const TIMESTAMP_WINDOW_SECS: i64 = 600;
+const TIMESTAMP_WINDOW_SECS: u64 = 600;
 
 pub struct Signed {
     pub app: Arc<App>,
@@ -127,7 +127,8 @@ fn verify(
         .ok_or_else(|| ApiError::unauthorized("missing auth_timestamp"))?
         .parse::<i64>()
         .map_err(|_| ApiError::unauthorized("auth_timestamp is not a number"))?;
-    let skew = (now_unix() - timestamp).abs();
+    // Any i64 can arrive: the distance is taken without overflow.
+    let skew = now_unix().abs_diff(timestamp);
     if skew > TIMESTAMP_WINDOW_SECS {
         return Err(ApiError::unauthorized(format!(
             "auth_timestamp is {skew} s from the server's time; allowed {TIMESTAMP_WINDOW_SECS} s (check the client's clock)"
@@ -231,6 +232,12 @@ mod tests {
         let old = signed_params(&app, "POST", "/apps/3/events", body, now_unix() - 3600);
         let e = verify(&app, "POST", "/apps/3/events", &old, body).unwrap_err();
         assert!(e.message.contains("auth_timestamp"));
+        for extreme in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+            let params = signed_params(&app, "POST", "/apps/3/events", body, extreme);
+            let e = verify(&app, "POST", "/apps/3/events", &params, body).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::UNAUTHORIZED);
+            assert!(e.message.contains("auth_timestamp"), "{}", e.message);
+        }
         let mut other = app.clone();
         other.key = "other".into();
         let e = verify(&other, "POST", "/apps/3/events", &params, body).unwrap_err();

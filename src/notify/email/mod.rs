@@ -6,6 +6,12 @@
 //!
 //! Which server a message goes through, and SMTP URLs, are [`smtp_settings`]'s.
 //!
+//! A server a tenant chose (an app's `smtp_url`, a direct message's `smtp_host` or
+//! `smtp_port`) must pass the [`outbound`](super::outbound) policy: its host is resolved
+//! here, only public (or allowed) addresses are kept, and the connection goes to the first of
+//! them, the very address that was checked. TLS still verifies the certificate for the host
+//! name. The global `SMTP_URL` is the operator's and is used as it is.
+//!
 //! # The message
 //!
 //! `From: <sender>`, `To: <recipient>`, `Subject`, `Date`, a `Message-ID` made from the
@@ -41,6 +47,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use parking_lot::Mutex;
 
+use super::outbound::{Chooser, OutboundPolicy, ResolveError};
 use super::payload::{self, EmailPayload};
 use super::{Adapter, DeliveryError, NotifyConfig};
 use crate::app::App;
@@ -66,7 +73,10 @@ pub struct EmailAdapter {
     timeout: Duration,
     /// A CA trusted besides the system's (tests).
     extra_root: Option<Vec<u8>>,
-    transports: Mutex<HashMap<SmtpSettings, Arc<Transport>>>,
+    /// The policy for servers a tenant chose.
+    policy: Arc<OutboundPolicy>,
+    /// By settings and the address (or, for the operator's server, the name) connected to.
+    transports: Mutex<HashMap<(SmtpSettings, String), Arc<Transport>>>,
 }
 
 impl EmailAdapter {
@@ -76,6 +86,7 @@ impl EmailAdapter {
             global_url: config.smtp_url.clone(),
             timeout: config.request_timeout,
             extra_root: None,
+            policy: config.outbound_policy(),
             transports: Mutex::new(HashMap::new()),
         }
     }
@@ -89,9 +100,16 @@ impl EmailAdapter {
         Ok(adapter)
     }
 
-    /// The transport for these settings, built once and reused.
-    fn transport(&self, settings: &SmtpSettings, host: &str) -> Result<Arc<Transport>, String> {
-        if let Some(transport) = self.transports.lock().get(settings) {
+    /// The transport for these settings connecting to `server` (an address or a name), built
+    /// once and reused; `host` is the name TLS verifies.
+    fn transport(
+        &self,
+        settings: &SmtpSettings,
+        server: &str,
+        host: &str,
+    ) -> Result<Arc<Transport>, String> {
+        let key = (settings.clone(), server.to_owned());
+        if let Some(transport) = self.transports.lock().get(&key) {
             return Ok(transport.clone());
         }
         let tls = match settings.security {
@@ -99,7 +117,7 @@ impl EmailAdapter {
             SmtpSecurity::StartTls => Tls::Required(self.tls_parameters(host)?),
             SmtpSecurity::Tls => Tls::Wrapper(self.tls_parameters(host)?),
         };
-        let mut builder = Transport::builder_dangerous(host)
+        let mut builder = Transport::builder_dangerous(server)
             .port(settings.port())
             .tls(tls)
             .timeout(Some(self.timeout));
@@ -114,8 +132,31 @@ impl EmailAdapter {
         if transports.len() >= MAX_CACHED_TRANSPORTS {
             transports.clear();
         }
-        transports.insert(settings.clone(), transport.clone());
+        transports.insert(key, transport.clone());
         Ok(transport)
+    }
+
+    /// Where to connect for `host`: the name itself when the operator chose the server, else
+    /// the first address of it the policy permits.
+    async fn server(
+        &self,
+        host: &str,
+        port: u16,
+        chooser: Chooser,
+    ) -> Result<String, DeliveryError> {
+        if chooser == Chooser::Operator {
+            return Ok(host.to_owned());
+        }
+        match self.policy.public_addresses(host, port).await {
+            Ok(addresses) => addresses
+                .first()
+                .map(|a| a.ip().to_string())
+                .ok_or_else(|| DeliveryError::Retry(format!("{host} has no address"))),
+            Err(ResolveError::Refused(refused)) => {
+                Err(DeliveryError::Permanent(refused.to_string()))
+            }
+            Err(ResolveError::Lookup(e)) => Err(DeliveryError::Retry(e)),
+        }
     }
 
     fn tls_parameters(&self, host: &str) -> Result<TlsParameters, String> {
@@ -195,10 +236,17 @@ pub fn build_message(
 }
 
 /// An SMTP failure as an outcome: 5xx replies and client-side protocol failures will not
-/// get better by themselves; everything else (connection, TLS, 4xx, timeouts) may.
+/// get better by themselves; everything else (connection, TLS, 4xx, timeouts) may. A reply
+/// is reported by its code alone: the server's text, like an HTTP receiver's body, is not
+/// repeated.
 fn smtp_error(e: lettre::transport::smtp::Error) -> DeliveryError {
+    let code = e.status().map(|code| code.to_string()).unwrap_or_default();
     if e.is_permanent() {
-        DeliveryError::Permanent(format!("SMTP server refused: {e}"))
+        DeliveryError::Permanent(format!("SMTP server refused: {code}"))
+    } else if e.is_transient() {
+        DeliveryError::Retry(format!("SMTP server deferred the message: {code}"))
+    } else if e.is_response() {
+        DeliveryError::Retry("SMTP server's answer is not SMTP".into())
     } else if e.is_client() {
         DeliveryError::Permanent(format!("SMTP error: {e}"))
     } else {
@@ -210,7 +258,7 @@ fn smtp_error(e: lettre::transport::smtp::Error) -> DeliveryError {
 impl Adapter for EmailAdapter {
     async fn deliver(&self, app: &App, delivery: &DeliveryRecord) -> Result<(), DeliveryError> {
         let email: EmailPayload = payload::parse(&delivery.payload)?;
-        let settings = resolve_settings(
+        let (settings, chooser) = resolve_settings(
             email.smtp.as_ref(),
             app.settings.delivery.smtp_url.as_deref(),
             self.global_url.as_deref(),
@@ -224,13 +272,17 @@ impl Adapter for EmailAdapter {
             .clone()
             .ok_or_else(|| DeliveryError::Permanent(NO_SENDER.into()))?;
         let message = build_message(&email, &sender, &delivery.delivery_id)?;
-        // A TLS setup failure is about this machine (no system roots), not the message.
-        let transport = self
-            .transport(&settings, &host)
-            .map_err(DeliveryError::Retry)?;
-        match tokio::time::timeout(self.timeout, transport.send(message)).await {
+        let attempt = async {
+            let server = self.server(&host, settings.port(), chooser).await?;
+            // A TLS setup failure is about this machine (no system roots), not the message.
+            let transport = self
+                .transport(&settings, &server, &host)
+                .map_err(DeliveryError::Retry)?;
+            transport.send(message).await.map_err(smtp_error)
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(_response)) => Ok(()),
-            Ok(Err(e)) => Err(smtp_error(e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(DeliveryError::Retry(format!(
                 "SMTP attempt to {host}:{} timed out after {:?}",
                 settings.port(),

@@ -10,6 +10,10 @@
 //! host a request chose. An override without a host only amends the URL's settings (for
 //! instance another `sender`).
 //!
+//! The server is the operator's choice ([`Chooser::Operator`]) only when its host and port
+//! both come from the global URL; an override's host or port, or an app's URL, is the
+//! tenant's choice and is held to the [`outbound`](crate::notify::outbound) policy.
+//!
 //! # SMTP URLs
 //!
 //! `scheme://[user[:password]@]host[:port][?sender=addr][&starttls=true]`, parsed by
@@ -36,6 +40,7 @@
 //! [`EmailAdapter::with_extra_root`](super::EmailAdapter::with_extra_root).
 
 use crate::notify::DeliveryError;
+use crate::notify::outbound::Chooser;
 use crate::notify::payload::SmtpOverride;
 
 /// The error when no SMTP host is known for a message (Pushi's wording).
@@ -259,26 +264,32 @@ fn normalize_host(host: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// Picks the settings for one message: the override, the app's URL, the global URL.
+/// Picks the settings for one message (the override, the app's URL, the global URL) and
+/// says who chose the server.
 pub fn resolve_settings(
     override_: Option<&SmtpOverride>,
     app_url: Option<&str>,
     global_url: Option<&str>,
-) -> Result<SmtpSettings, DeliveryError> {
+) -> Result<(SmtpSettings, Chooser), DeliveryError> {
     if let Some(o) = override_.filter(|o| o.host.as_deref().is_some_and(|h| !h.trim().is_empty())) {
-        return Ok(SmtpSettings::from_override(o));
+        return Ok((SmtpSettings::from_override(o), Chooser::Tenant));
     }
-    let url = app_url
-        .filter(|u| !u.trim().is_empty())
-        .or(global_url.filter(|u| !u.trim().is_empty()));
-    let settings = match url {
-        Some(url) => parse_smtp_url(url)
-            .map_err(|e| DeliveryError::Permanent(format!("invalid SMTP URL: {e}")))?,
-        None => return Err(DeliveryError::Permanent(NO_HOST.into())),
+    let set = |u: &&str| !u.trim().is_empty();
+    let (url, mut chooser) = match (app_url.filter(set), global_url.filter(set)) {
+        (Some(url), _) => (url, Chooser::Tenant),
+        (None, Some(url)) => (url, Chooser::Operator),
+        (None, None) => return Err(DeliveryError::Permanent(NO_HOST.into())),
     };
+    let settings = parse_smtp_url(url)
+        .map_err(|e| DeliveryError::Permanent(format!("invalid SMTP URL: {e}")))?;
     Ok(match override_ {
-        Some(o) => settings.amended(o),
-        None => settings,
+        Some(o) => {
+            if o.port.is_some() {
+                chooser = Chooser::Tenant;
+            }
+            (settings.amended(o), chooser)
+        }
+        None => (settings, chooser),
     })
 }
 
@@ -408,11 +419,13 @@ mod tests {
     fn resolution_order_override_app_global() {
         let app = Some("smtp://app.example?sender=app@example.com");
         let global = Some("smtp://global.example?sender=global@example.com");
-        let s = resolve_settings(None, app, global).unwrap();
+        let (s, chooser) = resolve_settings(None, app, global).unwrap();
         assert_eq!(s.host.as_deref(), Some("app.example"));
-        let s = resolve_settings(None, None, global).unwrap();
+        assert_eq!(chooser, Chooser::Tenant);
+        let (s, chooser) = resolve_settings(None, None, global).unwrap();
         assert_eq!(s.host.as_deref(), Some("global.example"));
-        let s = resolve_settings(None, Some("  "), global).unwrap();
+        assert_eq!(chooser, Chooser::Operator);
+        let (s, _) = resolve_settings(None, Some("  "), global).unwrap();
         assert_eq!(s.host.as_deref(), Some("global.example"));
         assert_eq!(
             resolve_settings(None, None, None),
@@ -429,13 +442,14 @@ mod tests {
             starttls: Some(true),
             ..Default::default()
         };
-        let s = resolve_settings(
+        let (s, chooser) = resolve_settings(
             Some(&o),
             Some("smtp://u:p@app.example?sender=a@b.c"),
             global,
         )
         .unwrap();
         assert_eq!(s.host.as_deref(), Some("direct.example"));
+        assert_eq!(chooser, Chooser::Tenant);
         assert_eq!((s.security, s.port()), (SmtpSecurity::StartTls, 587));
         assert_eq!((s.user, s.password, s.sender), (None, None, None));
 
@@ -445,9 +459,20 @@ mod tests {
             port: Some(2525),
             ..Default::default()
         };
-        let s = resolve_settings(Some(&o), app, global).unwrap();
+        let (s, _) = resolve_settings(Some(&o), app, global).unwrap();
         assert_eq!(s.host.as_deref(), Some("app.example"));
         assert_eq!(s.port(), 2525);
         assert_eq!(s.sender.as_deref(), Some("direct@example.com"));
+
+        // The operator's server stays the operator's choice unless a request moves its port
+        // (which could aim SMTP at another service on that host).
+        let sender_only = SmtpOverride {
+            sender: Some("direct@example.com".into()),
+            ..Default::default()
+        };
+        let (_, chooser) = resolve_settings(Some(&sender_only), None, global).unwrap();
+        assert_eq!(chooser, Chooser::Operator);
+        let (_, chooser) = resolve_settings(Some(&o), None, global).unwrap();
+        assert_eq!(chooser, Chooser::Tenant);
     }
 }

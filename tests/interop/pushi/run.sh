@@ -16,7 +16,8 @@
 #   (tests/interop/pushi/.venv-service): both packages ship a top-level `pushi` module.
 #
 # Starts the server under test on free loopback ports (SQLite in a temp dir, open app
-# creation), plus a second instance with a 2 s activity timeout for the idle-client tests.
+# creation, outbound deliveries allowed to loopback for the suites' local receivers), plus a
+# second instance with a 2 s activity timeout for the idle-client tests.
 # Exits non-zero if any suite fails; the server logs are printed on failure.
 set -euo pipefail
 
@@ -150,7 +151,9 @@ PY
 start_server() {
   local name="$1" http="$2" ws="$3"; shift 3
   mkdir -p "$WORKDIR/$name"
-  env PUSHI_OPEN_APPS=1 PUSHI_LOG="${PUSHI_LOG:-info}" "$@" "$PUSHI_BIN" serve \
+  # The suites' webhook receivers and push service listen on loopback, which outbound
+  # deliveries may not reach unless allowed.
+  env PUSHI_OPEN_APPS=1 PUSHI_OUTBOUND_ALLOW=127.0.0.0/8 PUSHI_LOG="${PUSHI_LOG:-info}" "$@" "$PUSHI_BIN" serve \
     --http-host 127.0.0.1 --http-port "$http" --ws-host 127.0.0.1 --ws-port "$ws" \
     --database-url "sqlite://$WORKDIR/$name/pushi.db" >"$WORKDIR/$name.log" 2>&1 &
   PIDS+=("$!")
