@@ -99,7 +99,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         _ => None,
     };
     let store: Arc<dyn Store> = Arc::new(store::open(&config.database_url).await?);
-    let apps = Arc::new(AppRegistry::new(store, config.static_apps.clone()));
+    let apps = Arc::new(AppRegistry::new(store.clone(), config.static_apps.clone()));
+    let clashes = apps.clashes().await?;
+    if !clashes.is_empty() {
+        anyhow::bail!("{}", clashes.join("; "));
+    }
     let (stop, stopped) = watch::channel(false);
     let delivery = crate::notify::start(apps.clone(), config.notify.clone(), stopped.clone());
     let mut tasks = delivery.tasks;

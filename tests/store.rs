@@ -270,6 +270,7 @@ async fn migrations_run_once(db: &TestDb) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await
         .unwrap();
@@ -309,6 +310,7 @@ async fn apps_still_work(store: &dyn Store) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await
         .unwrap();
@@ -320,6 +322,7 @@ async fn apps_still_work(store: &dyn Store) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await
         .unwrap();
@@ -347,6 +350,7 @@ async fn apps_still_work(store: &dyn Store) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
@@ -875,6 +879,7 @@ async fn data_survives_reopening(db: &TestDb) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await
         .unwrap();

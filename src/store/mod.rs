@@ -41,8 +41,11 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Saves a new app and returns it with its numeric id assigned.
-    async fn create_app(&self, app: App) -> Result<App, StoreError>;
+    /// Saves a new app and returns it with its numeric id assigned. The id is never one of
+    /// `reserved_ids` (the numeric ids of apps declared in configuration): ids are handed out
+    /// above the largest of them, and a clash (another process moving the counter back) is
+    /// refused as a [`StoreError::Conflict`] with nothing saved.
+    async fn create_app(&self, app: App, reserved_ids: &[i64]) -> Result<App, StoreError>;
     async fn update_app(&self, app: &App) -> Result<(), StoreError>;
     async fn list_apps(&self) -> Result<Vec<App>, StoreError>;
     async fn app_by_id(&self, id: &str) -> Result<Option<App>, StoreError>;

@@ -159,8 +159,8 @@ impl<'a> Filter<'a> {
 
 #[async_trait]
 impl Store for SqlStore {
-    async fn create_app(&self, app: App) -> Result<App, StoreError> {
-        apps::create(&self.pool, app).await
+    async fn create_app(&self, app: App, reserved_ids: &[i64]) -> Result<App, StoreError> {
+        apps::create(&self.pool, self.backend, app, reserved_ids).await
     }
 
     async fn update_app(&self, app: &App) -> Result<(), StoreError> {
