@@ -4,7 +4,8 @@
 //! Graceful shutdown closes the listening sockets first (so a reconnecting client lands on
 //! another node, never on this dying one), then closes every socket with 4200 (clients
 //! reconnect), waits briefly for connection tasks to flush and finish, stops the background
-//! tasks and returns. A second signal during that exits at once.
+//! tasks, and closes the store last (the writes in flight finish, SQLite's log is folded into
+//! the database file). A second signal during that exits at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,7 +62,7 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Closes the listening sockets, closes every socket with 4200 and waits for them
-    /// (bounded), then stops the background tasks.
+    /// (bounded), stops the background tasks, then closes the store (bounded).
     pub async fn shutdown(self) {
         let _ = self.stop_accepting.send(true);
         for listener in self.listeners {
@@ -80,6 +81,7 @@ impl RunningServer {
         for task in self.tasks {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
         }
+        self.hub.apps.store().close().await;
         tracing::info!("shutdown complete");
     }
 }
@@ -102,6 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let apps = Arc::new(AppRegistry::new(store.clone(), config.static_apps.clone()));
     let clashes = apps.clashes().await?;
     if !clashes.is_empty() {
+        store.close().await;
         anyhow::bail!("{}", clashes.join("; "));
     }
     let (stop, stopped) = watch::channel(false);

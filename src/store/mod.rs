@@ -37,6 +37,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://...")]
     UnsupportedUrl(String),
+    /// The database cannot be opened or read at all (a damaged or foreign file, a missing
+    /// directory, no permission): the start stops with the file and the cause named.
+    #[error("cannot use the database {file}: {reason}")]
+    Unusable { file: String, reason: String },
 }
 
 #[async_trait]
@@ -52,6 +56,10 @@ pub trait Store: Send + Sync + 'static {
     async fn app_by_key(&self, key: &str) -> Result<Option<App>, StoreError>;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Waits (bounded) for the writes in flight, then closes every connection. On SQLite the
+    /// write-ahead log is checkpointed into the main file first, so the file alone is a
+    /// complete copy. Nothing may use the store afterwards.
+    async fn close(&self);
 
     // Events (history) ------------------------------------------------------------------
 
