@@ -24,7 +24,7 @@ use crate::hub::Hub;
 use crate::listener::{Admission, Listener};
 use crate::protocol::codes;
 use crate::registry::AppRegistry;
-use crate::store::{self, Store};
+use crate::store::{self, Housekeeper, Store};
 use crate::tls::CertResolver;
 
 /// How long shutdown waits for sockets to close before giving up on them.
@@ -41,6 +41,42 @@ async fn send_subscription_counts(hub: Arc<Hub>, mut stopped: watch::Receiver<bo
     loop {
         tokio::select! {
             _ = tick.tick() => hub.flush_subscription_counts(),
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Sweeps the store every `housekeeper.config().every` (first one interval after the start)
+/// until stopped; stopping interrupts a sweep between two statements.
+async fn keep_house(
+    apps: Arc<AppRegistry>,
+    housekeeper: Housekeeper,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let every = housekeeper.config().every;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let sweep = async {
+            let apps = apps.all().await?;
+            housekeeper.sweep(&apps, crate::clock::now_unix()).await
+        };
+        tokio::select! {
+            result = sweep => match result {
+                Ok(swept) if !swept.is_empty() => tracing::info!(
+                    expired_events = swept.expired_events,
+                    trimmed_events = swept.trimmed_events,
+                    deliveries = swept.deliveries,
+                    sessions = swept.sessions,
+                    "housekeeping: deleted what retention lets go"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "housekeeping failed; trying again next time"),
+            },
             _ = stopped.wait_for(|s| *s) => return,
         }
     }
@@ -110,6 +146,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (stop, stopped) = watch::channel(false);
     let delivery = crate::notify::start(apps.clone(), config.notify.clone(), stopped.clone());
     let mut tasks = delivery.tasks;
+    tasks.push(tokio::spawn(keep_house(
+        apps.clone(),
+        Housekeeper::new(store, config.housekeeping.clone()),
+        stopped.clone(),
+    )));
     let cluster = match config.cluster.clone() {
         Some(cluster_config) => Some(
             Cluster::open(cluster_config)

@@ -20,8 +20,9 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::migrations::{self, Backend};
 use super::{
-    DeliveryCounts, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord, NewDelivery,
-    NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind, TargetRecord,
+    DeliveryCounts, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord, ExpiredEvents,
+    NewDelivery, NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind,
+    TargetRecord,
 };
 use crate::app::App;
 
@@ -328,8 +329,8 @@ impl Store for SqlStore {
         sessions::delete(&self.pool, token).await
     }
 
-    async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
-        sessions::purge_expired(&self.pool, now).await
+    async fn purge_expired_sessions(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
+        sessions::purge_expired(&self.pool, now, limit).await
     }
 
     async fn create_subscription(
@@ -456,5 +457,36 @@ impl Store for SqlStore {
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         deliveries::list(&self.pool, app_id, status, limit).await
+    }
+
+    async fn delete_events(
+        &self,
+        app_id: &str,
+        which: ExpiredEvents<'_>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        events::delete(&self.pool, app_id, which, limit).await
+    }
+
+    async fn newest_event_id(&self, app_id: &str) -> Result<Option<i64>, StoreError> {
+        events::newest_id(&self.pool, app_id).await
+    }
+
+    async fn crowded_channels(
+        &self,
+        app_id: &str,
+        after_id: i64,
+        keep: u64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        events::crowded_channels(&self.pool, app_id, after_id, keep).await
+    }
+
+    async fn delete_finished_deliveries(
+        &self,
+        app_id: &str,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        deliveries::delete_finished(&self.pool, app_id, before_ms, limit).await
     }
 }
