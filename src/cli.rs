@@ -88,6 +88,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn apps(config: Config, cmd: AppsCommand) -> anyhow::Result<()> {
     let store = std::sync::Arc::new(store::open(&config.database_url).await?);
     let registry = AppRegistry::new(store.clone(), config.static_apps.clone());
+    // Warn, not refuse: these commands are how the operator looks into it.
+    for clash in registry.clashes().await? {
+        eprintln!("warning: {clash}");
+    }
+    let outcome = run_apps_command(&registry, cmd).await;
+    // A clean close leaves the SQLite file complete without its write-ahead log.
+    store.close().await;
+    outcome
+}
+
+async fn run_apps_command(registry: &AppRegistry, cmd: AppsCommand) -> anyhow::Result<()> {
     match cmd {
         AppsCommand::Create {
             name,
@@ -143,7 +154,6 @@ async fn apps(config: Config, cmd: AppsCommand) -> anyhow::Result<()> {
             );
         }
     }
-    let _ = store.ping().await;
     Ok(())
 }
 

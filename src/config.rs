@@ -15,6 +15,7 @@ use crate::cluster::ClusterConfig;
 use crate::hub::HubConfig;
 use crate::listener::ListenerLimits;
 use crate::notify::NotifyConfig;
+use crate::store::HousekeepingConfig;
 use crate::tls::TlsFiles;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://pushi.db";
@@ -52,6 +53,8 @@ pub struct Config {
     pub ws_tls: Option<TlsFiles>,
     /// Connection caps and timeouts at the listeners.
     pub listener: ListenerLimits,
+    /// How often and in what batches the store deletes what retention lets go.
+    pub housekeeping: HousekeepingConfig,
 }
 
 /// The TOML file's shape; every key optional.
@@ -586,6 +589,7 @@ impl Config {
             hub,
             static_apps,
             log_format,
+            housekeeping: HousekeepingConfig::default(),
         })
     }
 }

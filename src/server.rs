@@ -4,7 +4,8 @@
 //! Graceful shutdown closes the listening sockets first (so a reconnecting client lands on
 //! another node, never on this dying one), then closes every socket with 4200 (clients
 //! reconnect), waits briefly for connection tasks to flush and finish, stops the background
-//! tasks and returns. A second signal during that exits at once.
+//! tasks, and closes the store last (the writes in flight finish, SQLite's log is folded into
+//! the database file). A second signal during that exits at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use crate::hub::Hub;
 use crate::listener::{Admission, Listener};
 use crate::protocol::codes;
 use crate::registry::AppRegistry;
-use crate::store::{self, Store};
+use crate::store::{self, Housekeeper, Store};
 use crate::tls::CertResolver;
 
 /// How long shutdown waits for sockets to close before giving up on them.
@@ -45,6 +46,42 @@ async fn send_subscription_counts(hub: Arc<Hub>, mut stopped: watch::Receiver<bo
     }
 }
 
+/// Sweeps the store every `housekeeper.config().every` (first one interval after the start)
+/// until stopped; stopping interrupts a sweep between two statements.
+async fn keep_house(
+    apps: Arc<AppRegistry>,
+    housekeeper: Housekeeper,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let every = housekeeper.config().every;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let sweep = async {
+            let apps = apps.all().await?;
+            housekeeper.sweep(&apps, crate::clock::now_unix()).await
+        };
+        tokio::select! {
+            result = sweep => match result {
+                Ok(swept) if !swept.is_empty() => tracing::info!(
+                    expired_events = swept.expired_events,
+                    trimmed_events = swept.trimmed_events,
+                    deliveries = swept.deliveries,
+                    sessions = swept.sessions,
+                    "housekeeping: deleted what retention lets go"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "housekeeping failed; trying again next time"),
+            },
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub hub: Arc<Hub>,
@@ -61,7 +98,7 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Closes the listening sockets, closes every socket with 4200 and waits for them
-    /// (bounded), then stops the background tasks.
+    /// (bounded), stops the background tasks, then closes the store (bounded).
     pub async fn shutdown(self) {
         let _ = self.stop_accepting.send(true);
         for listener in self.listeners {
@@ -80,6 +117,7 @@ impl RunningServer {
         for task in self.tasks {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
         }
+        self.hub.apps.store().close().await;
         tracing::info!("shutdown complete");
     }
 }
@@ -99,10 +137,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         _ => None,
     };
     let store: Arc<dyn Store> = Arc::new(store::open(&config.database_url).await?);
-    let apps = Arc::new(AppRegistry::new(store, config.static_apps.clone()));
+    let apps = Arc::new(AppRegistry::new(store.clone(), config.static_apps.clone()));
+    let clashes = apps.clashes().await?;
+    if !clashes.is_empty() {
+        store.close().await;
+        anyhow::bail!("{}", clashes.join("; "));
+    }
     let (stop, stopped) = watch::channel(false);
     let delivery = crate::notify::start(apps.clone(), config.notify.clone(), stopped.clone());
     let mut tasks = delivery.tasks;
+    tasks.push(tokio::spawn(keep_house(
+        apps.clone(),
+        Housekeeper::new(store, config.housekeeping.clone()),
+        stopped.clone(),
+    )));
     let cluster = match config.cluster.clone() {
         Some(cluster_config) => Some(
             Cluster::open(cluster_config)

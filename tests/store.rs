@@ -14,12 +14,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use pushi::app::NewApp;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pushi::app::{App, NewApp};
 use pushi::clock::now_unix;
 use pushi::store::sql::SqlStore;
 use pushi::store::{
-    DeliveryKind, DeliveryOutcome, DeliveryStatus, EventRecord, NewDelivery, NewEvent, NewTarget,
-    SESSION_TTL_SECS, Store, StoreError, TargetKind,
+    DeliveryKind, DeliveryOutcome, DeliveryStatus, EventRecord, ExpiredEvents, Housekeeper,
+    HousekeepingConfig, NewDelivery, NewEvent, NewTarget, SESSION_TTL_SECS, Store, StoreError,
+    Swept, TargetKind,
 };
 use sqlx::Connection;
 
@@ -197,11 +201,17 @@ store_tests! {
         targets_are_unique_and_deletable,
         outbox_claims_once_and_records_outcomes,
         outbox_leases_expire_and_concurrent_claims_split,
+        app_ids_are_handed_out_above_reserved_ones,
+        channels_beyond_their_limit_keep_the_newest,
+        finished_deliveries_expire_and_pending_ones_stay,
+        expired_sessions_are_purged_in_batches,
     ],
     db: [
         migrations_run_once,
         concurrent_first_starts_both_succeed,
         data_survives_reopening,
+        expired_events_go_with_their_associations,
+        a_sweep_applies_each_apps_retention,
     ],
 }
 
@@ -270,6 +280,7 @@ async fn migrations_run_once(db: &TestDb) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await
         .unwrap();
@@ -309,6 +320,7 @@ async fn apps_still_work(store: &dyn Store) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await
         .unwrap();
@@ -320,6 +332,7 @@ async fn apps_still_work(store: &dyn Store) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await
         .unwrap();
@@ -347,6 +360,7 @@ async fn apps_still_work(store: &dyn Store) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
@@ -738,12 +752,12 @@ async fn sessions_resolve_until_they_expire(store: &dyn Store) {
         None
     );
 
-    assert_eq!(store.purge_expired_sessions(after).await.unwrap(), 0);
+    assert_eq!(store.purge_expired_sessions(after, 100).await.unwrap(), 0);
     let kept = store.create_session("2").await.unwrap();
     assert!(store.delete_session(&kept).await.unwrap());
     assert!(!store.delete_session(&kept).await.unwrap());
     assert_eq!(store.session_app(&kept).await.unwrap(), None);
-    assert_eq!(store.purge_expired_sessions(expired).await.unwrap(), 2);
+    assert_eq!(store.purge_expired_sessions(expired, 100).await.unwrap(), 2);
     assert_eq!(store.session_app(&token).await.unwrap(), None);
 }
 
@@ -875,6 +889,7 @@ async fn data_survives_reopening(db: &TestDb) {
                 ..Default::default()
             }
             .into_app(),
+            &[],
         )
         .await
         .unwrap();
@@ -1084,4 +1099,375 @@ async fn outbox_leases_expire_and_concurrent_claims_split(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(again.len(), 40);
+}
+
+// Housekeeping -------------------------------------------------------------------------------
+
+fn new_app(name: &str) -> App {
+    NewApp {
+        name: name.into(),
+        ..Default::default()
+    }
+    .into_app()
+}
+
+/// Makes events look `secs` older than they are (the store stamps the save time itself).
+async fn backdate(store: &SqlStore, events: &[EventRecord], secs: i64) {
+    for event in events {
+        sqlx::query("UPDATE events SET created = created - $1 WHERE id = $2")
+            .bind(secs)
+            .bind(event.id)
+            .execute(store.pool())
+            .await
+            .expect("backdate");
+    }
+}
+
+async fn count(store: &SqlStore, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+}
+
+async fn app_ids_are_handed_out_above_reserved_ones(store: &dyn Store) {
+    // Apps 1 and 3 are declared in configuration.
+    let first = store.create_app(new_app("a"), &[1, 3]).await.unwrap();
+    assert_eq!(first.id, "4");
+    let second = store.create_app(new_app("b"), &[1, 3]).await.unwrap();
+    assert_eq!(second.id, "5");
+    // A process without that configuration continues above, never below.
+    let third = store.create_app(new_app("c"), &[]).await.unwrap();
+    assert_eq!(third.id, "6");
+    // Reserved ids below the counter change nothing; non-positive ones cannot clash.
+    let fourth = store.create_app(new_app("d"), &[2, 0, -4]).await.unwrap();
+    assert_eq!(fourth.id, "7");
+    let far = store.create_app(new_app("e"), &[100]).await.unwrap();
+    assert_eq!(far.id, "101");
+    assert_eq!(store.list_apps().await.unwrap().len(), 5);
+}
+
+async fn expired_events_go_with_their_associations(db: &TestDb) {
+    let store = db.open().await;
+    subscribe(&store, "1", "u", &["news", "other"]).await;
+    let mut old = publish(&store, "1", &["news", "other"]).await;
+    old.extend(publish(&store, "1", &["news"]).await);
+    old.extend(publish(&store, "1", &["other"]).await);
+    backdate(&store, &old, 1_000).await;
+    let other_app_old = publish(&store, "2", &["news"]).await;
+    backdate(&store, &other_app_old, 1_000).await;
+    let young = publish(&store, "1", &["news", "other"]).await;
+    let cutoff = now_unix() - 500;
+
+    // Four old events, two per batch, and the young ones stay.
+    let which = ExpiredEvents::SavedBefore(cutoff);
+    assert_eq!(store.delete_events("1", which, 2).await.unwrap(), 2);
+    assert_eq!(store.delete_events("1", which, 2).await.unwrap(), 2);
+    assert_eq!(store.delete_events("1", which, 2).await.unwrap(), 0);
+    assert_eq!(store.recent_events("1", 0).await.unwrap(), {
+        let mut newest_first = young.clone();
+        newest_first.reverse();
+        newest_first
+    });
+    // The user's associations with the deleted events went with them.
+    assert_eq!(
+        store.personal_history("1", "u", 0, 0).await.unwrap(),
+        vec![young[0].clone()]
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM associations WHERE app_id = '1'"
+        )
+        .await,
+        1
+    );
+    // Another app's equally old events are its own retention's business.
+    assert_eq!(
+        ids(&store.recent_events("2", 0).await.unwrap()),
+        ids(&other_app_old)
+    );
+    store.close().await;
+}
+
+async fn channels_beyond_their_limit_keep_the_newest(store: &dyn Store) {
+    subscribe(store, "1", "u", &["busy"]).await;
+    let mut busy = Vec::new();
+    for _ in 0..5 {
+        busy.extend(publish(store, "1", &["busy"]).await);
+    }
+    let calm = publish(store, "1", &["calm"]).await;
+    publish(store, "2", &["busy", "busy2"]).await;
+
+    // Keeping 3: the 2nd oldest and everything before it are over.
+    let crowded = store.crowded_channels("1", 0, 3).await.unwrap();
+    assert_eq!(crowded, vec![("busy".to_owned(), busy[1].id)]);
+    // Only channels written after the given id are examined.
+    assert!(
+        store
+            .crowded_channels("1", calm[0].id, 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.crowded_channels("1", busy[3].id, 3).await.unwrap(),
+        crowded
+    );
+    let which = ExpiredEvents::OnChannelThrough {
+        channel: "busy",
+        through_id: busy[1].id,
+    };
+    assert_eq!(store.delete_events("1", which, 1).await.unwrap(), 1);
+    assert_eq!(store.delete_events("1", which, 1).await.unwrap(), 1);
+    assert_eq!(store.delete_events("1", which, 1).await.unwrap(), 0);
+
+    let kept = store.channel_history("1", "busy", 0, 0).await.unwrap();
+    assert_eq!(ids(&kept), vec![busy[4].id, busy[3].id, busy[2].id]);
+    assert_eq!(store.personal_history("1", "u", 0, 0).await.unwrap(), kept);
+    assert_eq!(
+        store.channel_history("1", "calm", 0, 0).await.unwrap(),
+        calm
+    );
+    assert!(store.crowded_channels("1", 0, 3).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .channel_history("2", "busy", 0, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.newest_event_id("1").await.unwrap(), Some(calm[0].id));
+    assert_eq!(store.newest_event_id("3").await.unwrap(), None);
+}
+
+async fn finished_deliveries_expire_and_pending_ones_stay(store: &dyn Store) {
+    let queued = store
+        .enqueue_deliveries(
+            "1",
+            &[
+                delivery("http://delivered"),
+                delivery("http://failed"),
+                delivery("http://retrying"),
+                delivery("http://delivered-too"),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue_deliveries("1", &[delivery("http://never-tried")])
+        .await
+        .unwrap();
+    store
+        .enqueue_deliveries("2", &[delivery("http://other-app")])
+        .await
+        .unwrap();
+    let now = millis();
+    let claimed = store
+        .claim_deliveries("node", now, 60_000, 10)
+        .await
+        .unwrap();
+    let id_of = |target: &str| {
+        claimed
+            .iter()
+            .find(|d| d.target == target)
+            .map(|d| d.id)
+            .expect("claimed")
+    };
+    for (target, outcome) in [
+        ("http://delivered", DeliveryOutcome::Delivered),
+        ("http://delivered-too", DeliveryOutcome::Delivered),
+        ("http://other-app", DeliveryOutcome::Delivered),
+        (
+            "http://failed",
+            DeliveryOutcome::Failed {
+                error: "gone".into(),
+            },
+        ),
+        (
+            "http://retrying",
+            DeliveryOutcome::Retry {
+                next_attempt_ms: now + 1,
+                error: "503".into(),
+            },
+        ),
+    ] {
+        store
+            .finish_delivery(id_of(target), &outcome)
+            .await
+            .unwrap();
+    }
+    assert_eq!(queued.len(), 4);
+
+    // Nothing finished before a minute ago.
+    assert_eq!(
+        store
+            .delete_finished_deliveries("1", now - 60_000, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    // As of later on, the three finished ones go, two per batch; pending ones stay.
+    let later = millis() + 1_000;
+    assert_eq!(
+        store
+            .delete_finished_deliveries("1", later, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .delete_finished_deliveries("1", later, 2)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_finished_deliveries("1", later, 2)
+            .await
+            .unwrap(),
+        0
+    );
+    let counts = store.delivery_counts("1").await.unwrap();
+    assert_eq!((counts.pending, counts.delivered, counts.failed), (2, 0, 0));
+    let other = store.delivery_counts("2").await.unwrap();
+    assert_eq!(other.delivered, 1, "another app's deliveries stay");
+}
+
+async fn expired_sessions_are_purged_in_batches(store: &dyn Store) {
+    let tokens = [
+        store.create_session("1").await.unwrap(),
+        store.create_session("1").await.unwrap(),
+        store.create_session("2").await.unwrap(),
+    ];
+    let now = now_unix();
+    assert_eq!(store.purge_expired_sessions(now, 2).await.unwrap(), 0);
+    let expired = now + SESSION_TTL_SECS + 1;
+    assert_eq!(store.purge_expired_sessions(expired, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_expired_sessions(expired, 2).await.unwrap(), 1);
+    assert_eq!(store.purge_expired_sessions(expired, 2).await.unwrap(), 0);
+    for token in &tokens {
+        // The rows are gone, so they fail even as of now.
+        assert_eq!(store.session_app(token).await.unwrap(), None);
+    }
+}
+
+async fn a_sweep_applies_each_apps_retention(db: &TestDb) {
+    let store = Arc::new(db.open().await);
+    let housekeeper = Housekeeper::new(
+        store.clone(),
+        HousekeepingConfig {
+            every: Duration::from_secs(60),
+            batch: 2,
+            pause: Duration::ZERO,
+        },
+    );
+    // App "1": an hour of history, 3 events per channel. App "2": keeps every event.
+    let mut limited = new_app("limited");
+    limited.id = "1".into();
+    limited.settings.history_max_age_secs = Some(3_600);
+    limited.settings.history_max_per_channel = Some(3);
+    let mut keeper = new_app("keeper");
+    keeper.id = "2".into();
+    keeper.settings.history_max_age_secs = None;
+    keeper.settings.history_max_per_channel = None;
+    let apps = vec![Arc::new(limited.clone()), Arc::new(keeper.clone())];
+
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        old.extend(publish(&*store, "1", &["news"]).await);
+        old.extend(publish(&*store, "2", &["news"]).await);
+    }
+    backdate(&store, &old, 7_200).await;
+    let mut busy = Vec::new();
+    for _ in 0..7 {
+        busy.extend(publish(&*store, "1", &["busy"]).await);
+        publish(&*store, "2", &["busy"]).await;
+    }
+    let news = publish(&*store, "1", &["news"]).await;
+    let session = store.create_session("2").await.unwrap();
+    store
+        .enqueue_deliveries("1", &[delivery("http://done"), delivery("http://waiting")])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_deliveries("node", millis(), 60_000, 10)
+        .await
+        .unwrap();
+    let done = claimed.iter().find(|d| d.target == "http://done").unwrap();
+    store
+        .finish_delivery(done.id, &DeliveryOutcome::Delivered)
+        .await
+        .unwrap();
+
+    // As of now: app 1 loses its three old events and four busy ones; app 2 keeps all.
+    let swept = housekeeper.sweep(&apps, now_unix()).await.unwrap();
+    assert_eq!(
+        swept,
+        Swept {
+            expired_events: 3,
+            trimmed_events: 4,
+            deliveries: 0,
+            sessions: 0,
+        }
+    );
+    assert_eq!(
+        ids(&store.channel_history("1", "busy", 0, 0).await.unwrap()),
+        vec![busy[6].id, busy[5].id, busy[4].id]
+    );
+    assert_eq!(
+        store.channel_history("1", "news", 0, 0).await.unwrap(),
+        news
+    );
+    assert_eq!(store.recent_events("2", 0).await.unwrap().len(), 10);
+
+    // A second sweep finds nothing new; two more events on "busy" push two out.
+    assert!(
+        housekeeper
+            .sweep(&apps, now_unix())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let newer = [
+        publish(&*store, "1", &["busy"]).await,
+        publish(&*store, "1", &["busy"]).await,
+    ]
+    .concat();
+    let swept = housekeeper.sweep(&apps, now_unix()).await.unwrap();
+    assert_eq!(swept.trimmed_events, 2);
+    assert_eq!(
+        ids(&store.channel_history("1", "busy", 0, 0).await.unwrap()),
+        vec![newer[1].id, newer[0].id, busy[6].id]
+    );
+
+    // A lower limit applies to every channel at once, written since or not.
+    let mut stricter = limited.clone();
+    stricter.settings.history_max_per_channel = Some(1);
+    let apps = vec![Arc::new(stricter), Arc::new(keeper)];
+    let swept = housekeeper.sweep(&apps, now_unix()).await.unwrap();
+    assert_eq!(swept.trimmed_events, 2);
+    assert_eq!(store.recent_events("1", 0).await.unwrap().len(), 2);
+
+    // A month on: the finished delivery is past its week (pending ones never expire), the
+    // session has expired, and app 1's remaining events are past their hour.
+    let later = now_unix() + SESSION_TTL_SECS + 1;
+    let swept = housekeeper.sweep(&apps, later).await.unwrap();
+    assert_eq!(
+        swept,
+        Swept {
+            expired_events: 2,
+            trimmed_events: 0,
+            deliveries: 1,
+            sessions: 1,
+        }
+    );
+    let counts = store.delivery_counts("1").await.unwrap();
+    assert_eq!((counts.pending, counts.delivered), (1, 0));
+    assert_eq!(store.session_app(&session).await.unwrap(), None);
+    assert_eq!(store.recent_events("2", 0).await.unwrap().len(), 10);
+    store.close().await;
 }

@@ -44,6 +44,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(4, "sessions", "0004_sessions.sql"),
     migration!(5, "targets", "0005_targets.sql"),
     migration!(6, "deliveries", "0006_deliveries.sql"),
+    migration!(7, "retention", "0007_retention.sql"),
 ];
 
 /// An arbitrary constant naming pushi's migration lock on PostgreSQL.

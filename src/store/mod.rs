@@ -10,8 +10,10 @@
 //! `app_id` and never reads or writes another app's rows, so tenant isolation does not depend
 //! on callers remembering a filter. The one exception is the delivery worker's side of the
 //! outbox (claiming, finishing, the pending total): the worker serves every app, and no
-//! request ever reaches those methods.
+//! request ever reaches those methods. Housekeeping ([`housekeeping`]) deletes what the
+//! apps' retention settings let go, one app and one small batch at a time.
 
+pub mod housekeeping;
 pub mod migrations;
 pub mod records;
 pub mod sql;
@@ -21,10 +23,11 @@ use async_trait::async_trait;
 use crate::app::App;
 use crate::clock::now_unix;
 
+pub use housekeeping::{Housekeeper, HousekeepingConfig, Retention, Swept};
 pub use records::{
     DeliveryCounts, DeliveryKind, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord,
-    NewDelivery, NewEvent, NewTarget, SESSION_TTL_SECS, SubscriptionRecord, TargetKind,
-    TargetRecord,
+    ExpiredEvents, NewDelivery, NewEvent, NewTarget, SESSION_TTL_SECS, SubscriptionRecord,
+    TargetKind, TargetRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -37,18 +40,29 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://...")]
     UnsupportedUrl(String),
+    /// The database cannot be opened or read at all (a damaged or foreign file, a missing
+    /// directory, no permission): the start stops with the file and the cause named.
+    #[error("cannot use the database {file}: {reason}")]
+    Unusable { file: String, reason: String },
 }
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Saves a new app and returns it with its numeric id assigned.
-    async fn create_app(&self, app: App) -> Result<App, StoreError>;
+    /// Saves a new app and returns it with its numeric id assigned. The id is never one of
+    /// `reserved_ids` (the numeric ids of apps declared in configuration): ids are handed out
+    /// above the largest of them, and a clash (another process moving the counter back) is
+    /// refused as a [`StoreError::Conflict`] with nothing saved.
+    async fn create_app(&self, app: App, reserved_ids: &[i64]) -> Result<App, StoreError>;
     async fn update_app(&self, app: &App) -> Result<(), StoreError>;
     async fn list_apps(&self) -> Result<Vec<App>, StoreError>;
     async fn app_by_id(&self, id: &str) -> Result<Option<App>, StoreError>;
     async fn app_by_key(&self, key: &str) -> Result<Option<App>, StoreError>;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Waits (bounded) for the writes in flight, then closes every connection. On SQLite the
+    /// write-ahead log is checkpointed into the main file first, so the file alone is a
+    /// complete copy. Nothing may use the store afterwards.
+    async fn close(&self);
 
     // Events (history) ------------------------------------------------------------------
 
@@ -96,8 +110,9 @@ pub trait Store: Send + Sync + 'static {
     async fn session_app_at(&self, token: &str, now: i64) -> Result<Option<String>, StoreError>;
     /// Ends a session; returns whether it existed.
     async fn delete_session(&self, token: &str) -> Result<bool, StoreError>;
-    /// Deletes the sessions expired as of `now`; returns how many.
-    async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` of the sessions expired as of `now`, of every app; returns how
+    /// many.
+    async fn purge_expired_sessions(&self, now: i64, limit: u32) -> Result<u64, StoreError>;
 
     // Subscriptions (personal-channel aliases) -------------------------------------------
 
@@ -207,6 +222,36 @@ pub trait Store: Send + Sync + 'static {
         status: Option<DeliveryStatus>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    // Housekeeping (retention): each call is one short transaction --------------------------
+
+    /// Deletes up to `limit` of the app's events that `which` selects, oldest first, with
+    /// their user associations, in one transaction; returns how many events went.
+    async fn delete_events(
+        &self,
+        app_id: &str,
+        which: ExpiredEvents<'_>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+    /// The id of the app's newest stored event.
+    async fn newest_event_id(&self, app_id: &str) -> Result<Option<i64>, StoreError>;
+    /// The app's channels that hold an event newer than `after_id` and more than `keep`
+    /// events, each with the id of its newest event beyond the `keep` newest: that event and
+    /// every older one on the channel are over the limit.
+    async fn crowded_channels(
+        &self,
+        app_id: &str,
+        after_id: i64,
+        keep: u64,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Deletes up to `limit` of the app's finished deliveries (delivered or failed) last
+    /// updated before `before_ms`; returns how many. Pending deliveries are never touched.
+    async fn delete_finished_deliveries(
+        &self,
+        app_id: &str,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Opens the store a database URL names and brings its schema up to date.

@@ -30,6 +30,18 @@ pub struct EventRecord {
     pub created: i64,
 }
 
+/// Which of an app's stored events housekeeping deletes (see [`crate::store::Store::delete_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredEvents<'a> {
+    /// Saved before this instant (unix seconds). Taken in id order, stopping at the first
+    /// event still young enough: ids grow with save times, so that is where the old ones end
+    /// (nodes with skewed clocks only delay a deletion by the skew).
+    SavedBefore(i64),
+    /// On `channel`, with ids up to and including `through_id`: the channel's excess over
+    /// its per-channel limit.
+    OnChannelThrough { channel: &'a str, through_id: i64 },
+}
+
 /// An event to save: everything but the id and the save time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {

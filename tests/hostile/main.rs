@@ -7,3 +7,4 @@ mod common;
 
 mod listeners;
 mod outbound;
+mod storage;

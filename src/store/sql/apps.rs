@@ -1,11 +1,16 @@
 //! Apps: the one table keyed by a numeric id the store assigns (the Pusher SDKs need it).
+//!
+//! Apps declared in configuration have ids too, which the store never sees; creation is
+//! told them so a stored app can never take one (two apps with one id would share history,
+//! sockets and credentials checks).
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::conflict_or;
 use crate::app::App;
 use crate::store::StoreError;
+use crate::store::migrations::Backend;
 
 const APP_COLUMNS: &str =
     "id, ident, app_key, secret, name, enabled, settings, description, created, modified";
@@ -31,7 +36,20 @@ fn settings_json(app: &App) -> String {
     serde_json::to_string(&app.settings).unwrap_or_else(|_| "{}".into())
 }
 
-pub(super) async fn create(pool: &AnyPool, mut app: App) -> Result<App, StoreError> {
+/// Saves a new app with an id above every reserved one. The counter is raised first (in the
+/// same transaction on SQLite; PostgreSQL sequences are not transactional, and need not be),
+/// and the id handed out is checked again before committing.
+pub(super) async fn create(
+    pool: &AnyPool,
+    backend: Backend,
+    mut app: App,
+    reserved_ids: &[i64],
+) -> Result<App, StoreError> {
+    let mut tx = pool.begin().await?;
+    // Ids start at 1, so only positive reserved ids can clash.
+    if let Some(highest) = reserved_ids.iter().copied().filter(|id| *id > 0).max() {
+        raise_id_counter(&mut tx, backend, highest).await?;
+    }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO apps (ident, app_key, secret, name, enabled, settings, description, created, modified) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -45,11 +63,54 @@ pub(super) async fn create(pool: &AnyPool, mut app: App) -> Result<App, StoreErr
     .bind(&app.description)
     .bind(app.created)
     .bind(app.modified)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| conflict_or(e, &format!("an app named {:?}", app.name)))?;
+    if reserved_ids.contains(&id) {
+        tx.rollback().await?;
+        return Err(StoreError::Conflict(format!(
+            "an app with id {id} (declared in the configuration)"
+        )));
+    }
+    tx.commit().await?;
     app.id = id.to_string();
     Ok(app)
+}
+
+/// Makes the next app id greater than `highest`, unless it already is.
+async fn raise_id_counter(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    highest: i64,
+) -> Result<(), StoreError> {
+    match backend {
+        // AUTOINCREMENT hands out one more than the larger of the table's highest id and
+        // this counter, whose row exists only after the first insert.
+        Backend::Sqlite => {
+            sqlx::query(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'apps', $1 \
+                 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'apps')",
+            )
+            .bind(highest)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'apps' AND seq < $1")
+                .bind(highest)
+                .execute(&mut *conn)
+                .await?;
+        }
+        // `pg_sequence_last_value` is NULL until the sequence is first used.
+        Backend::Postgres => {
+            sqlx::query(
+                "SELECT setval(pg_get_serial_sequence('apps', 'id'), $1) \
+                 WHERE COALESCE(pg_sequence_last_value(pg_get_serial_sequence('apps', 'id')::regclass), 0) < $1",
+            )
+            .bind(highest)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn update(pool: &AnyPool, app: &App) -> Result<(), StoreError> {

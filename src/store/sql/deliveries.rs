@@ -230,3 +230,32 @@ pub(super) async fn by_ids(
     }
     Ok(out)
 }
+
+/// One batch of housekeeping: finished deliveries (never pending ones) past their age.
+pub(super) async fn delete_finished(
+    pool: &AnyPool,
+    app_id: &str,
+    before_ms: i64,
+    limit: u32,
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for status in [DeliveryStatus::Delivered, DeliveryStatus::Failed] {
+        let remaining = u64::from(limit).saturating_sub(deleted);
+        if remaining == 0 {
+            break;
+        }
+        deleted += sqlx::query(
+            "DELETE FROM deliveries WHERE id IN \
+               (SELECT id FROM deliveries \
+                WHERE app_id = $1 AND status = $2 AND updated_ms < $3 LIMIT $4)",
+        )
+        .bind(app_id)
+        .bind(status.as_str())
+        .bind(before_ms)
+        .bind(i64::try_from(remaining).unwrap_or(i64::MAX))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(deleted)
+}

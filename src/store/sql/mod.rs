@@ -12,21 +12,35 @@ mod sessions;
 mod subscriptions;
 mod targets;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::migrations::{self, Backend};
 use super::{
-    DeliveryCounts, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord, NewDelivery,
-    NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind, TargetRecord,
+    DeliveryCounts, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord, ExpiredEvents,
+    NewDelivery, NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind,
+    TargetRecord,
 };
 use crate::app::App;
 
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// The URL of a SQLite file (not `:memory:`), for the checkpoint on close.
+    sqlite_file_url: Option<String>,
 }
+
+/// The settings every SQLite connection gets: wait for the single writer instead of failing,
+/// write-ahead logging (readers never block the writer), and durable commits at the WAL's
+/// usual cost.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; \
+                              PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+
+/// How long closing waits for the writes in flight to finish.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Accepts `sqlite://FILE`, `sqlite:FILE`, `sqlite::memory:` and `postgres[ql]://...`.
 fn classify(url: &str) -> Result<Backend, StoreError> {
@@ -39,17 +53,55 @@ fn classify(url: &str) -> Result<Backend, StoreError> {
     }
 }
 
+/// The file a `sqlite:` URL names, as written, for messages.
+fn sqlite_path(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    rest.split('?').next().unwrap_or(rest)
+}
+
+/// What went wrong, in the database's own words where it gave any.
+fn describe(e: &StoreError) -> String {
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => match db.code() {
+            Some(code) => format!("{} (SQLite error {code})", db.message()),
+            None => db.message().to_owned(),
+        },
+        StoreError::Database(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
 impl SqlStore {
+    /// Opens the database and brings its schema up to date. A SQLite file that cannot be
+    /// opened or read (garbage, truncated, no permission) is a [`StoreError::Unusable`]
+    /// naming the file, at once: it is probed on one connection before the pool exists,
+    /// because the pool would retry a failing connection until its 30 s timeout and report
+    /// only "pool timed out".
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = classify(url)?;
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut url = url.to_owned();
-        if backend == Backend::Sqlite && !in_memory && !url.contains("mode=") {
-            // Create the database file on first start.
-            url.push_str(if url.contains('?') { "&" } else { "?" });
-            url.push_str("mode=rwc");
+        if backend == Backend::Postgres || in_memory {
+            return Self::open(url.to_owned(), backend, in_memory).await;
         }
+        let mut file_url = url.to_owned();
+        if !file_url.contains("mode=") {
+            // Create the database file on first start.
+            file_url.push_str(if file_url.contains('?') { "&" } else { "?" });
+            file_url.push_str("mode=rwc");
+        }
+        let unusable = |e: StoreError| StoreError::Unusable {
+            file: sqlite_path(url).to_owned(),
+            reason: describe(&e),
+        };
+        probe_sqlite(&file_url).await.map_err(unusable)?;
+        Self::open(file_url, backend, false).await.map_err(unusable)
+    }
+
+    async fn open(url: String, backend: Backend, in_memory: bool) -> Result<Self, StoreError> {
         let mut options = AnyPoolOptions::new();
         options = match backend {
             // Each connection to `:memory:` is its own database: keep exactly one.
@@ -60,19 +112,19 @@ impl SqlStore {
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    sqlx::raw_sql(
-                        "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                         PRAGMA foreign_keys=ON;",
-                    )
-                    .execute(conn)
-                    .await?;
+                    sqlx::raw_sql(SQLITE_PRAGMAS).execute(conn).await?;
                     Ok(())
                 })
             });
         }
         let pool = options.connect(&url).await?;
         migrations::run(&pool, backend).await?;
-        Ok(Self { pool, backend })
+        let sqlite_file_url = (backend == Backend::Sqlite && !in_memory).then_some(url);
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_file_url,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -82,12 +134,35 @@ impl SqlStore {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
 
-    /// Closes every connection, waiting for them to finish: a SQLite file is then complete
-    /// on disk without its WAL.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
+/// Opens one connection, applies the settings and reads the schema: what a damaged or
+/// foreign file fails at.
+async fn probe_sqlite(url: &str) -> Result<(), StoreError> {
+    let mut conn = AnyConnection::connect(url).await?;
+    sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut conn).await?;
+    sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Copies every committed page from the write-ahead log into the main file and empties the
+/// log, on a connection of its own (the pool is closed by then). SQLite also does this when
+/// its last connection closes, but not while another process (the CLI) has the file open.
+/// Returns whether the log could be emptied (not while another connection is writing).
+async fn checkpoint_sqlite(url: &str) -> Result<bool, StoreError> {
+    let mut conn = AnyConnection::connect(url).await?;
+    sqlx::raw_sql("PRAGMA busy_timeout=5000")
+        .execute(&mut conn)
+        .await?;
+    let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&mut conn)
+        .await?;
+    let busy: i64 = row.try_get(0)?;
+    conn.close().await?;
+    Ok(busy == 0)
 }
 
 /// Unique-constraint violations become [`StoreError::Conflict`] naming what clashed.
@@ -159,8 +234,8 @@ impl<'a> Filter<'a> {
 
 #[async_trait]
 impl Store for SqlStore {
-    async fn create_app(&self, app: App) -> Result<App, StoreError> {
-        apps::create(&self.pool, app).await
+    async fn create_app(&self, app: App, reserved_ids: &[i64]) -> Result<App, StoreError> {
+        apps::create(&self.pool, self.backend, app, reserved_ids).await
     }
 
     async fn update_app(&self, app: &App) -> Result<(), StoreError> {
@@ -182,6 +257,28 @@ impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        // Closing waits for every connection to come back: the writes in flight finish.
+        if tokio::time::timeout(CLOSE_WAIT, self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "closing the database: writes still in flight after {CLOSE_WAIT:?}, leaving them"
+            );
+        }
+        if let Some(url) = &self.sqlite_file_url {
+            match checkpoint_sqlite(url).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    "closing the database: another connection is writing, the write-ahead log \
+                     is not empty"
+                ),
+                Err(e) => tracing::warn!(error = %e, "closing the database: checkpoint failed"),
+            }
+        }
     }
 
     async fn save_events(
@@ -232,8 +329,8 @@ impl Store for SqlStore {
         sessions::delete(&self.pool, token).await
     }
 
-    async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
-        sessions::purge_expired(&self.pool, now).await
+    async fn purge_expired_sessions(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
+        sessions::purge_expired(&self.pool, now, limit).await
     }
 
     async fn create_subscription(
@@ -360,5 +457,36 @@ impl Store for SqlStore {
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         deliveries::list(&self.pool, app_id, status, limit).await
+    }
+
+    async fn delete_events(
+        &self,
+        app_id: &str,
+        which: ExpiredEvents<'_>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        events::delete(&self.pool, app_id, which, limit).await
+    }
+
+    async fn newest_event_id(&self, app_id: &str) -> Result<Option<i64>, StoreError> {
+        events::newest_id(&self.pool, app_id).await
+    }
+
+    async fn crowded_channels(
+        &self,
+        app_id: &str,
+        after_id: i64,
+        keep: u64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        events::crowded_channels(&self.pool, app_id, after_id, keep).await
+    }
+
+    async fn delete_finished_deliveries(
+        &self,
+        app_id: &str,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        deliveries::delete_finished(&self.pool, app_id, before_ms, limit).await
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The token is a bearer credential, so only its SHA-256 is stored: a copy of the database
 //! does not let anyone log in. Expiry is checked on read, against a `now` the caller may
-//! pass, and expired rows are removed by [`purge_expired`].
+//! pass, and expired rows are removed by [`purge_expired`], which housekeeping calls.
 
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
@@ -54,10 +54,14 @@ pub(super) async fn delete(pool: &AnyPool, token: &str) -> Result<bool, StoreErr
     Ok(done.rows_affected() > 0)
 }
 
-pub(super) async fn purge_expired(pool: &AnyPool, now: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM sessions WHERE created <= $1")
-        .bind(expiry_cutoff(now))
-        .execute(pool)
-        .await?;
+pub(super) async fn purge_expired(pool: &AnyPool, now: i64, limit: u32) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM sessions WHERE token_hash IN \
+           (SELECT token_hash FROM sessions WHERE created <= $1 LIMIT $2)",
+    )
+    .bind(expiry_cutoff(now))
+    .bind(i64::from(limit))
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
 }
