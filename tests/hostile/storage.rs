@@ -351,7 +351,7 @@ async fn accepting_receiver() -> String {
 
 #[tokio::test]
 async fn finished_deliveries_past_their_age_go_and_pending_ones_stay() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(crate::common::allow_loopback).await;
     let token = server.pushi_login().await;
     let up = accepting_receiver().await;
     // Reserve a port and close it: that receiver is down, its delivery stays pending.
