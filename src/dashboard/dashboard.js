@@ -560,7 +560,7 @@ async function loadOutbox() {
         el("td", {}, el("span", { class: `badge ${d.status}` }, d.status)),
         el("td", { class: "num" }, d.attempts),
         el("td", {}, d.status === "pending" ? time(d.next_attempt_ms) : "—"),
-        el("td", { class: "reason" }, d.last_error ?? ""),
+        el("td", { class: "reason" }, d.status === "delivered" ? "" : (d.last_error ?? "")),
         el(
           "td",
           {},
