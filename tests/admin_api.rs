@@ -866,3 +866,55 @@ async fn the_dashboard_and_the_api_description_are_served() {
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[tokio::test]
+async fn in_a_cluster_each_node_streams_its_own_view_with_remote_publishes_marked() {
+    let namespace = format!("admin-api-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let mut cluster = pushi::cluster::ClusterConfig::new("redis://127.0.0.1:6379".into());
+        cluster.namespace = namespace.clone();
+        cluster.node_id = name.into();
+        cluster.heartbeat = Duration::from_millis(200);
+        nodes.push(start_with(move |c| c.cluster = Some(cluster)).await);
+    }
+    for _ in 0..100 {
+        let joined = nodes.iter().all(|n| {
+            n.running()
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.peers().len() == 1)
+        });
+        if joined {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let own = Auth::App(b.app.key.clone(), b.app.secret.clone());
+    let mut stream =
+        EventStream::open(b, &own, &format!("/admin/api/apps/{}/stream", b.app.id)).await;
+    let first = stream.until(|name, _| name == "snapshot").await;
+    assert_eq!(first["node"], "node-b", "the stream says whose view it is");
+
+    let mut client = a.connect().await;
+    client.subscribe("news").await;
+    let seen = stream
+        .until(|name, d| name == "snapshot" && d["channel_count"] == 1)
+        .await;
+    assert_eq!(
+        seen["channels"][0]["name"], "news",
+        "channel counts are cluster-wide"
+    );
+    assert_eq!(seen["sockets"], json!([]), "sockets are this node's");
+
+    let (status, _) = a.trigger("news", "from-a", "hello").await;
+    assert_eq!(status, 200);
+    let published = stream
+        .until(|name, d| name == "debug" && d["type"] == "published")
+        .await;
+    assert_eq!(published["event"], "from-a");
+    assert_eq!(published["remote"], true);
+    assert_eq!(published["frames"], 0, "no socket of node b is subscribed");
+    client.recv_event("from-a").await;
+}
