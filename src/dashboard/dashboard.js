@@ -629,6 +629,9 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("outbox-status").addEventListener("change", loadOutbox);
   renderConsole();
+  // The sign-in forms show only now that their handlers exist, so a quick click never
+  // submits them as plain HTML forms.
   const saved = sessionStorage.getItem("pushi-dashboard");
   if (saved) signIn(JSON.parse(saved)).catch(() => signOut());
+  else $("sign-in").hidden = false;
 });
