@@ -205,6 +205,7 @@ store_tests! {
         channels_beyond_their_limit_keep_the_newest,
         finished_deliveries_expire_and_pending_ones_stay,
         expired_sessions_are_purged_in_batches,
+        operators_retry_and_give_up_one_apps_deliveries,
     ],
     db: [
         migrations_run_once,
@@ -1470,4 +1471,80 @@ async fn a_sweep_applies_each_apps_retention(db: &TestDb) {
     assert_eq!(store.session_app(&session).await.unwrap(), None);
     assert_eq!(store.recent_events("2", 0).await.unwrap().len(), 10);
     store.close().await;
+}
+
+async fn operators_retry_and_give_up_one_apps_deliveries(store: &dyn Store) {
+    let queued = store
+        .enqueue_deliveries("1", &[delivery("http://a"), delivery("http://b")])
+        .await
+        .unwrap();
+    let (a, b) = (queued[0].id, queued[1].id);
+    let now = millis();
+    store
+        .finish_delivery(
+            a,
+            &DeliveryOutcome::Failed {
+                error: "HTTP 400".into(),
+            },
+        )
+        .await
+        .unwrap();
+
+    // Retry: a failed delivery is pending and due again, its reason kept until the next try.
+    let retried = store
+        .retry_delivery("1", a)
+        .await
+        .unwrap()
+        .expect("retried");
+    assert_eq!(retried.status, DeliveryStatus::Pending);
+    assert!(retried.next_attempt_ms >= now);
+    assert_eq!(retried.last_error.as_deref(), Some("HTTP 400"));
+    let claimed = store
+        .claim_deliveries("node", millis(), 60_000, 10)
+        .await
+        .unwrap();
+    assert!(
+        claimed.iter().any(|d| d.id == a),
+        "a retried delivery is claimed at once"
+    );
+
+    // Give up: only pending deliveries, with the reason given.
+    let given_up = store
+        .give_up_delivery("1", b, "given up by operator")
+        .await
+        .unwrap()
+        .expect("given up");
+    assert_eq!(given_up.status, DeliveryStatus::Failed);
+    assert_eq!(given_up.last_error.as_deref(), Some("given up by operator"));
+    assert!(
+        store
+            .give_up_delivery("1", b, "again")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Delivered deliveries stay delivered; other apps' ids are not found.
+    store
+        .finish_delivery(a, &DeliveryOutcome::Delivered)
+        .await
+        .unwrap();
+    assert!(store.retry_delivery("1", a).await.unwrap().is_none());
+    assert!(
+        store
+            .give_up_delivery("1", a, "no")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.retry_delivery("2", b).await.unwrap().is_none());
+    assert!(
+        store
+            .give_up_delivery("2", b, "no")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let counts = store.delivery_counts("1").await.unwrap();
+    assert_eq!((counts.pending, counts.delivered, counts.failed), (0, 1, 1));
 }

@@ -2,16 +2,20 @@
 //!
 //! Each API is a small router of its own: Pusher's HTTP API (`pusher_api`), Pushi's REST API
 //! (`pushi_api`) and its offline-delivery parts (`targets_api`, `messaging_api`,
-//! `deliveries_api`), and `health`. Handlers take checked input from the [`extract`]ors,
-//! call the hub or the notifier, and render the reply; refusals are [`error::ApiError`]s. This
-//! module merges the routers, sends WebSocket upgrades on any path to [`crate::ws`] first, and
+//! `deliveries_api`), `health`, and the operator's side: the admin API (`admin`), the
+//! dashboard's embedded page (`dashboard`) and the API description (`openapi`). Handlers take
+//! checked input from the [`extract`]ors, call the hub or the notifier, and render the reply;
+//! refusals are [`error::ApiError`]s. This module merges the routers, sends WebSocket upgrades on any path to [`crate::ws`] first, and
 //! answers everything unrouted with a JSON 404.
 
+pub mod admin;
+pub mod dashboard;
 pub mod deliveries_api;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod messaging_api;
+pub mod openapi;
 pub mod pusher_api;
 pub mod pushi_api;
 pub mod pushi_json;
@@ -49,6 +53,9 @@ pub fn router(ctx: ServerContext) -> Router {
         .merge(messaging_api::router())
         .merge(deliveries_api::router())
         .merge(health::router())
+        .merge(admin::router())
+        .merge(dashboard::router())
+        .merge(openapi::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(error::log_rejections))
         .layer(axum::middleware::from_fn_with_state(

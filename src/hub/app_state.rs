@@ -15,6 +15,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::cache::CachedEvent;
 use super::channel::{Channel, PresenceJoin, Subscriber};
+use super::debug::{DebugEventKind, DebugTap};
 use super::socket::{SocketHandle, SocketId};
 use crate::app::App;
 use crate::cluster::{Change, ClusterView};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub(super) connections: AtomicUsize,
     hooks: Option<HookSender>,
     pub(super) cluster: Option<Arc<dyn ClusterView>>,
+    /// What the dashboard's debug console and live view watch.
+    pub debug: DebugTap,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +73,7 @@ impl AppState {
             cache: DashMap::new(),
             counts_changed: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
+            debug: DebugTap::default(),
         }
     }
 
@@ -198,6 +202,10 @@ impl AppState {
         if let Some(frame) = reply(ch) {
             handle.send(frame);
         }
+        self.debug.emit(|| {
+            let user_id = presence.as_ref().map(|p| &*p.user_id);
+            DebugEventKind::subscribed(handle.id(), channel, user_id)
+        });
         Ok(SubscribeOutcome::Subscribed)
     }
 
@@ -212,6 +220,8 @@ impl AppState {
             return false;
         };
         let app_id = self.app.read().id.clone();
+        self.debug
+            .emit(|| DebugEventKind::unsubscribed(socket, channel, sub.user_id.as_deref()));
         self.share(|| Change::Subscriptions {
             app: app_id.clone(),
             channel: channel.to_string(),

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 use super::Hub;
 use super::app_state::AppState;
+use super::debug::DebugEventKind;
 use super::publish::{EventData, Publish};
 use super::socket::SocketId;
 use crate::cluster::{ChannelShare, LocalNode, MemberShare, NodeState, RemotePublish};
@@ -71,6 +72,9 @@ impl LocalNode for Hub {
             self.config.cache_ttl,
         );
         metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
+        state
+            .debug
+            .emit(|| DebugEventKind::published(&publish, &data, sent, true));
     }
 
     fn has_member(&self, app: &str, channel: &str, user_id: &str) -> bool {

@@ -16,11 +16,13 @@
 //! - [`queries`]: what the HTTP API and subscription replies ask (stats, presence members);
 //! - [`cache`]: cache channels' last events;
 //! - [`local_node`]: what the cluster calls back into (`cluster::LocalNode`);
+//! - [`debug`]: the debug tap the dashboard watches (zero cost while nobody does);
 //! - [`channel`], [`socket`]: one channel's subscribers, one socket's queue.
 
 pub mod app_state;
 pub mod cache;
 pub mod channel;
+pub mod debug;
 pub mod fan_out;
 pub mod local_node;
 pub mod publish;
@@ -188,6 +190,9 @@ impl Hub {
         self.live_sockets.fetch_add(1, Ordering::AcqRel);
         metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
         metrics::counter!(crate::metrics::CONNECTIONS_TOTAL).increment(1);
+        state
+            .debug
+            .emit(|| debug::DebugEventKind::connected(handle.id()));
         Ok((handle, receiver))
     }
 
@@ -210,6 +215,9 @@ impl Hub {
             state.connections.fetch_sub(1, Ordering::AcqRel);
             self.live_sockets.fetch_sub(1, Ordering::AcqRel);
             metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1.0);
+            state
+                .debug
+                .emit(|| debug::DebugEventKind::disconnected(handle.id()));
         }
     }
 

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::Hub;
 use super::app_state::AppState;
+use super::debug::DebugEventKind;
 use super::socket::SocketId;
 use crate::cluster::RemotePublish;
 use crate::notify::pusher_webhooks::HookEvent;
@@ -122,6 +123,9 @@ impl Hub {
         self.record_deliveries(state, publish, &data, stamps.as_deref())
             .await?;
         let sent = state.fan_out(publish, &data, stamps.as_deref(), self.config.cache_ttl);
+        state
+            .debug
+            .emit(|| DebugEventKind::published(publish, &data, sent, false));
         if let Some(cluster) = &self.cluster {
             cluster
                 .publish(RemotePublish {

@@ -252,6 +252,21 @@ pub trait Store: Send + Sync + 'static {
         before_ms: i64,
         limit: u32,
     ) -> Result<u64, StoreError>;
+    /// An operator's "retry now": makes an app's pending or failed delivery pending and due
+    /// now. `None` if the app has no such delivery or it was already delivered.
+    async fn retry_delivery(
+        &self,
+        app_id: &str,
+        id: i64,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
+    /// An operator's "give up": marks an app's pending delivery failed with `reason`. `None`
+    /// if the app has no such delivery or it is no longer pending.
+    async fn give_up_delivery(
+        &self,
+        app_id: &str,
+        id: i64,
+        reason: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
 }
 
 /// Opens the store a database URL names and brings its schema up to date.

@@ -259,3 +259,44 @@ pub(super) async fn delete_finished(
     }
     Ok(deleted)
 }
+
+/// Due now and pending again. A claim in progress is left alone, so a delivery being
+/// attempted is never attempted twice at once.
+pub(super) async fn retry_now(
+    pool: &AnyPool,
+    app_id: &str,
+    id: i64,
+) -> Result<Option<DeliveryRecord>, StoreError> {
+    let now = now_ms();
+    let sql = format!(
+        "UPDATE deliveries SET status = 'pending', next_attempt_ms = $1, updated_ms = $1 \
+         WHERE app_id = $2 AND id = $3 AND status IN ('pending', 'failed') RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(app_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub(super) async fn give_up(
+    pool: &AnyPool,
+    app_id: &str,
+    id: i64,
+    reason: &str,
+) -> Result<Option<DeliveryRecord>, StoreError> {
+    let sql = format!(
+        "UPDATE deliveries SET status = 'failed', last_error = $1, updated_ms = $2 \
+         WHERE app_id = $3 AND id = $4 AND status = 'pending' RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(reason)
+        .bind(now_ms())
+        .bind(app_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}

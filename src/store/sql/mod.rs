@@ -489,4 +489,21 @@ impl Store for SqlStore {
     ) -> Result<u64, StoreError> {
         deliveries::delete_finished(&self.pool, app_id, before_ms, limit).await
     }
+
+    async fn retry_delivery(
+        &self,
+        app_id: &str,
+        id: i64,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        deliveries::retry_now(&self.pool, app_id, id).await
+    }
+
+    async fn give_up_delivery(
+        &self,
+        app_id: &str,
+        id: i64,
+        reason: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        deliveries::give_up(&self.pool, app_id, id, reason).await
+    }
 }

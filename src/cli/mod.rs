@@ -1,7 +1,13 @@
-//! The command line: `serve` (the default) and app management.
+//! The command line: `serve` (the default), app management, and `trigger` / `tail` against a
+//! running server.
 //!
 //! App commands open the store directly, so they work whether or not a server is running;
-//! a running server finds new apps on their first use.
+//! a running server finds new apps on their first use. `trigger` and `tail` (one file each)
+//! talk to a running server over HTTP and WebSocket, signing with the app's secret.
+
+mod remote;
+mod tail;
+mod trigger;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +36,10 @@ pub enum Command {
     /// Manage apps in the store
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Publish an event through a running server's HTTP API, signed with the app's secret
+    Trigger(trigger::Trigger),
+    /// Subscribe to channels of a running server and print one JSON line per event
+    Tail(tail::Tail),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,9 +89,12 @@ fn parse_changes(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, ser
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.flags, &process_env)?;
     init_logging(config.log_format);
+    crate::install_crypto_provider();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => crate::server::run_until_signalled(config).await,
         Command::Apps(cmd) => apps(config, cmd).await,
+        Command::Trigger(args) => trigger::run(config, args).await,
+        Command::Tail(args) => tail::run(config, args).await,
     }
 }
 
