@@ -3,7 +3,8 @@
 //! A client chooses what it sends, so anything it sends can end up in a log line. Two rules
 //! keep the log from becoming the attacker's disk-filling tool: client-supplied strings are
 //! clipped ([`clip`]), and a rejection that can repeat at network speed is logged at most once
-//! per period with a count of what was suppressed ([`Throttle`]).
+//! per period with a count of what was suppressed ([`Throttle`]). And no log level shows what
+//! a client sends over its WebSocket ([`without_frame_contents`]): frames carry auth strings.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +71,23 @@ impl Throttle {
         self.suppressed.fetch_add(1, Ordering::Relaxed);
         None
     }
+}
+
+/// Crates that log whole WebSocket frames, client messages with their auth strings included,
+/// at trace level.
+const FRAME_LOGGING_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+/// `filter` with the crates that log frame contents held to `debug`, whatever level it asks
+/// for, so no log level (`PUSHI_LOG=trace` included) writes what a client sent.
+pub fn without_frame_contents(
+    filter: tracing_subscriber::EnvFilter,
+) -> tracing_subscriber::EnvFilter {
+    FRAME_LOGGING_TARGETS.iter().fold(filter, |filter, target| {
+        match format!("{target}=debug").parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
+        }
+    })
 }
 
 #[cfg(test)]

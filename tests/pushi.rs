@@ -231,7 +231,13 @@ async fn personal_channels_expand_and_keep_offline_history() {
 
 #[tokio::test]
 async fn pushi_client_events_echo_and_persist() {
-    let server = TestServer::start().await;
+    // What the original allowed on public channels, an app migrating from Pushi turns on.
+    let server = TestServer::start_with(|c| {
+        let settings = &mut c.static_apps[0].settings;
+        settings.public_client_events = true;
+        settings.persist_client_events = true;
+    })
+    .await;
     let mut a = server.connect_pushi().await;
     let mut b = server.connect_pushi().await;
     a.pushi_subscribe("room", None, None).await;
@@ -601,7 +607,7 @@ async fn quiet_pushi_clients_get_websocket_pings_not_protocol_events() {
     .await;
     let mut c = server.connect_pushi().await;
     c.pushi_subscribe("quiet", None, None).await;
-    // Three activity periods of silence: the client library answers ping frames by itself.
+    // Three activity periods of silence: Pushi sockets are neither pinged nor closed for it.
     match c.next(std::time::Duration::from_millis(3500)).await {
         Err(common::Ended::Timeout) => {}
         other => panic!("expected nothing but ping frames, got {other:?}"),

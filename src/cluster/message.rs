@@ -56,6 +56,9 @@ pub struct RemotePublish {
     pub extra: Map<String, Value>,
     #[serde(default)]
     pub stamps: Option<Vec<Stamp>>,
+    /// A client event's sending socket: such an event is delivered but never cached.
+    #[serde(default)]
+    pub sender: Option<String>,
 }
 
 /// A change to one node's share of the cluster state.
@@ -221,6 +224,7 @@ mod tests {
                 user_id: None,
                 extra: Map::new(),
                 stamps: None,
+                sender: None,
             }),
         };
         let text = serde_json::to_string(&envelope).unwrap();

@@ -192,6 +192,12 @@ fn apply_settings(settings: &mut AppSettings, fields: &Fields) -> ApiResult<()> 
     if let Some(v) = fields.flag("subscription_count") {
         settings.subscription_count = v;
     }
+    if let Some(v) = fields.flag("public_client_events") {
+        settings.public_client_events = v;
+    }
+    if let Some(v) = fields.flag("persist_client_events") {
+        settings.persist_client_events = v;
+    }
     if let Some(v) = number("max_connections")? {
         settings.max_connections = u32::try_from(v).ok();
     }

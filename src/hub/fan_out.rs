@@ -21,7 +21,7 @@ use crate::protocol::pushi::{self, Stamp};
 use crate::protocol::{ChannelKind, Dialect};
 
 impl AppState {
-    /// Delivers one publish to this node's sockets and keeps cache channels' last event.
+    /// Delivers one publish to this node's sockets and keeps cache channels' last server event.
     /// `stamps` are the stored events' ids and times, one per channel, when it was persisted.
     /// Pushi sockets get each event once per publish even when several of their channels
     /// match (Pushi's rule); Pusher sockets get one frame per channel, as Pusher clients
@@ -60,7 +60,9 @@ impl AppState {
                 .to_frame()
             };
             let frames = DialectFrames::new(&pusher, &pushi);
-            if channel.is_cache() {
+            // Only the server fills a cache channel: a client event is delivered, not kept,
+            // so clients cannot pin memory in the cache or replace what the server put there.
+            if channel.is_cache() && publish.sender.is_none() {
                 self.keep_cached(
                     channel.shared(),
                     CachedEvent {

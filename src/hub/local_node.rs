@@ -39,8 +39,9 @@ impl LocalNode for Hub {
         share
     }
 
-    /// Fans another node's publish out to this node's sockets. Cache channels keep the event
-    /// even before this node has any socket of the app, so a later subscriber here gets it.
+    /// Fans another node's publish out to this node's sockets. Cache channels keep a server
+    /// event even before this node has any socket of the app, so a later subscriber here gets
+    /// it.
     async fn deliver(&self, remote: RemotePublish) {
         // The publishing node parsed these names; Pushi's rules accept every valid name.
         let channels: Vec<ChannelName> = remote
@@ -50,7 +51,7 @@ impl LocalNode for Hub {
             .collect();
         let state = match self.existing_state(&remote.app) {
             Some(state) => state,
-            None if channels.iter().any(ChannelName::is_cache) => {
+            None if remote.sender.is_none() && channels.iter().any(ChannelName::is_cache) => {
                 match self.apps.by_id(&remote.app).await {
                     Ok(Some(app)) => self.state(&app),
                     _ => return,
@@ -60,6 +61,7 @@ impl LocalNode for Hub {
         };
         let publish = Publish {
             exclude: remote.exclude.as_deref().and_then(SocketId::parse),
+            sender: remote.sender.as_deref().and_then(SocketId::parse),
             user_id: remote.user_id.as_deref(),
             extra: Some(&remote.extra),
             ..Publish::new(&channels, &remote.event, &remote.data)

@@ -53,10 +53,15 @@ pub use users::SignedIn;
 /// Tunables that are the same for every app.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// Seconds of client silence before the server pings (also announced to clients).
+    /// Seconds of client silence before the server pings a Pusher-protocol socket (also
+    /// announced to clients of both dialects).
     pub activity_timeout: Duration,
-    /// How long a pinged client has to answer before it is closed with 4201.
+    /// How long a pinged Pusher-protocol client has to answer before it is closed with 4201.
     pub pong_timeout: Duration,
+    /// How long one write to a socket may wait for the client to take its frames. A socket
+    /// that stops reading is closed with 4100 after this, so it leaves its channels (and
+    /// frees what it holds) within a bounded time.
+    pub write_timeout: Duration,
     /// Frames a socket may have queued before it counts as too slow and is closed.
     pub queue_len: usize,
     /// How long a cache channel keeps its last event.
@@ -68,6 +73,7 @@ impl Default for HubConfig {
         Self {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             queue_len: 1024,
             cache_ttl: Duration::from_secs(30 * 60),
         }

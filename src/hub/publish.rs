@@ -5,6 +5,11 @@
 //! acknowledged publish survives a crash), records offline deliveries, fans out to this node's
 //! sockets, hands the event to the other nodes, and reports a client event to the webhooks.
 //!
+//! What a client may cause is decided here too, so it holds for both dialects and whatever
+//! node the client is on: a client event never carries a server event's name, is stored and
+//! sent to offline targets only where the app allows it (`persist_client_events`), and is
+//! never kept by a cache channel.
+//!
 //! The event's data is normalised once, into [`EventData`]: its raw JSON and Pushi's string
 //! form are each built at most once per publish and shared by every step.
 
@@ -35,7 +40,8 @@ pub struct Publish<'a> {
     pub exclude: Option<SocketId>,
     /// Set on client events in presence channels: who sent it.
     pub user_id: Option<&'a str>,
-    /// Store the event in each channel's history (Pushi) before delivering it.
+    /// Store the event in each channel's history (Pushi) before delivering it. For a client
+    /// event this is only a request: the app's `persist_client_events` decides.
     pub persist: bool,
     /// Set when the publish is a client event: the socket that sent it. It is recorded as the
     /// stored event's owner, and the publish reports the app's `client_event` webhook.
@@ -64,7 +70,7 @@ impl<'a> Publish<'a> {
 pub enum PublishError {
     #[error("{0}")]
     Invalid(String),
-    #[error("event data is {size} bytes; this app allows at most {limit}")]
+    #[error("event data (with any extra keys) is {size} bytes; this app allows at most {limit}")]
     TooLarge { size: usize, limit: usize },
     #[error("could not store the event: {0}")]
     Store(#[from] StoreError),
@@ -98,6 +104,27 @@ impl<'a> EventData<'a> {
     }
 }
 
+/// The length of `extra`'s JSON text, without building it.
+fn encoded_len(extra: &Map<String, Value>) -> usize {
+    if extra.is_empty() {
+        return 0;
+    }
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a map of JSON values to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, extra);
+    count.0
+}
+
 /// An empty map, for publishes without extra keys.
 pub(super) fn no_extra() -> &'static Map<String, Value> {
     static EMPTY: OnceLock<Map<String, Value>> = OnceLock::new();
@@ -115,13 +142,18 @@ impl Hub {
         publish: &Publish<'_>,
     ) -> Result<usize, PublishError> {
         let data = Self::check(state, publish)?;
-        let stamps = if publish.persist {
+        // A client event reaches history and offline targets only if the app allows it;
+        // otherwise it is delivered live and nothing more.
+        let durable = publish.sender.is_none() || state.app().settings.persist_client_events;
+        let stamps = if publish.persist && durable {
             Some(self.persist(state, publish, &data).await?)
         } else {
             None
         };
-        self.record_deliveries(state, publish, &data, stamps.as_deref())
-            .await?;
+        if durable && (publish.sender.is_none() || publish.persist) {
+            self.record_deliveries(state, publish, &data, stamps.as_deref())
+                .await?;
+        }
         let sent = state.fan_out(publish, &data, stamps.as_deref(), self.config.cache_ttl);
         state
             .debug
@@ -137,6 +169,7 @@ impl Hub {
                     user_id: publish.user_id.map(str::to_owned),
                     extra: publish.extra.cloned().unwrap_or_default(),
                     stamps,
+                    sender: publish.sender.map(|s| s.to_string()),
                 })
                 .await;
         }
@@ -158,8 +191,9 @@ impl Hub {
     }
 
     /// Whether `publish` may be published in `state`'s app: at least one and at most
-    /// [`protocol::MAX_TRIGGER_CHANNELS`] channels, a valid event name, data within the app's
-    /// payload limit, and no extra key the server sets itself. Checks only; publishes nothing.
+    /// [`protocol::MAX_TRIGGER_CHANNELS`] channels, a valid event name (never a server event's
+    /// for a client event), data and extra keys together within the app's payload limit, and
+    /// no extra key the server sets itself. Checks only; publishes nothing.
     pub fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
         Self::check(state, publish).map(drop)
     }
@@ -177,10 +211,17 @@ impl Hub {
             )));
         }
         protocol::channel::validate_event_name(publish.event).map_err(PublishError::Invalid)?;
+        if publish.sender.is_some() && protocol::channel::is_reserved_event_name(publish.event) {
+            return Err(PublishError::Invalid(format!(
+                "event names starting with {} are reserved for the server",
+                protocol::channel::RESERVED_EVENT_PREFIXES.join(" or ")
+            )));
+        }
         let data = EventData::new(publish.data);
-        // The limit applies to a string's contents, or to the raw JSON otherwise: the
-        // string form's length.
-        let size = data.text().len();
+        // The limit applies to a string's contents, or to the raw JSON otherwise (the string
+        // form's length), plus the extra keys a Pushi REST event carries along: every
+        // recipient, the store and each offline delivery get those too.
+        let size = data.text().len() + publish.extra.map_or(0, encoded_len);
         if size > app.settings.max_payload_bytes {
             return Err(PublishError::TooLarge {
                 size,

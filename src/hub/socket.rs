@@ -191,6 +191,18 @@ impl SocketReceiver {
         }
     }
 
+    /// Waits until someone asks the socket to close; returns the code. For a connection
+    /// task that is stuck writing and only needs to know whether to give up early.
+    pub async fn close_requested(&self) -> u16 {
+        loop {
+            let code = self.0.close_code.load(Ordering::Acquire);
+            if code != 0 {
+                return code;
+            }
+            self.0.wake.notified().await;
+        }
+    }
+
     /// The next queued frame, if any.
     pub fn pop(&self) -> Option<Frame> {
         self.0.queue.lock().pop()

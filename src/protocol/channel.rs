@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::MAX_CHANNEL_NAME_LEN;
+use super::{Dialect, MAX_CHANNEL_NAME_LEN};
 
 /// The prefix of the per-user channel a signed-in socket may join without a signature.
 pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
@@ -136,12 +136,16 @@ impl ChannelName {
         self.kind() == ChannelKind::Presence
     }
 
-    /// Client events (`client-*`) are allowed only where every member is authenticated.
-    pub fn allows_client_events(&self) -> bool {
-        matches!(
-            self.kind(),
-            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
-        )
+    /// Whether a socket of `dialect` may publish client events here without the app's leave:
+    /// only where every subscriber was authenticated. Pusher: private and presence channels;
+    /// Pushi also its own signed kinds (`personal-`, `peer-`). Public channels need the app's
+    /// `public_client_events` (Pushi only), which the caller checks.
+    pub fn allows_client_events(&self, dialect: Dialect) -> bool {
+        match self.kind() {
+            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence => true,
+            ChannelKind::Personal | ChannelKind::Peer => dialect == Dialect::Pushi,
+            ChannelKind::Public | ChannelKind::ServerToUser => false,
+        }
     }
 
     /// For `peer-{base}:{a}&{b}`: the presence channel it pairs members of, and the two ids.
@@ -182,6 +186,16 @@ impl std::borrow::Borrow<str> for ChannelName {
     fn borrow(&self) -> &str {
         &self.0
     }
+}
+
+/// Prefixes of the events only the server sends (subscription replies, member events,
+/// subscription counts, errors). A client event may never carry one, in either dialect: a
+/// subscriber could not tell it from the server's own.
+pub const RESERVED_EVENT_PREFIXES: [&str; 2] = ["pusher:", "pusher_internal:"];
+
+/// Whether `name` is an event only the server may send.
+pub fn is_reserved_event_name(name: &str) -> bool {
+    RESERVED_EVENT_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Event names: non-empty, at most 200 bytes.
@@ -237,6 +251,32 @@ mod tests {
         assert!(pusher("peer-chat:alice&bob").is_err());
         assert!(ChannelName::parse("peer-chat:alice&bob", NameRules::Pushi).is_ok());
         assert!(pusher("a-_=@,.;Z9").is_ok());
+    }
+
+    #[test]
+    fn client_events_only_where_subscribers_are_authenticated() {
+        let pushi = |n: &str| ChannelName::parse(n, NameRules::Pushi).unwrap();
+        for name in ["private-a", "private-encrypted-a", "presence-a"] {
+            assert!(pushi(name).allows_client_events(Dialect::Pusher), "{name}");
+            assert!(pushi(name).allows_client_events(Dialect::Pushi), "{name}");
+        }
+        for name in ["personal-u", "peer-chat:a&b"] {
+            assert!(!pushi(name).allows_client_events(Dialect::Pusher), "{name}");
+            assert!(pushi(name).allows_client_events(Dialect::Pushi), "{name}");
+        }
+        for name in ["news", "cache-news", "#server-to-user-1"] {
+            assert!(!pushi(name).allows_client_events(Dialect::Pusher), "{name}");
+            assert!(!pushi(name).allows_client_events(Dialect::Pushi), "{name}");
+        }
+    }
+
+    #[test]
+    fn server_event_names_are_reserved() {
+        assert!(is_reserved_event_name("pusher:error"));
+        assert!(is_reserved_event_name("pusher_internal:member_added"));
+        assert!(!is_reserved_event_name("client-pusher:error"));
+        assert!(!is_reserved_event_name("pusher_member_added"));
+        assert!(!is_reserved_event_name("message"));
     }
 
     #[test]

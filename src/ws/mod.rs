@@ -6,18 +6,24 @@
 //! refusal — unknown app, disabled app, bad path or protocol — still completes the upgrade,
 //! sends `pusher:error` and closes with the protocol's code, because a WebSocket client can
 //! only see a close code, not an HTTP status.
+//!
+//! Anyone can ask for an upgrade, as often as they like, with any path: refusals are logged
+//! with the client's strings clipped and at most once per second per kind of refusal
+//! (`crate::logs`), so the log cannot be used to fill the disk.
 
 mod connection;
 mod pusher;
 mod pushi;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::Uri;
 use axum::response::Response;
 
 use crate::hub::Hub;
+use crate::logs::{Throttle, clip};
 use crate::protocol::{Dialect, SUPPORTED_PROTOCOLS, codes, frames};
 
 /// Largest message the WebSocket layer accepts at all. Messages above an app's payload limit
@@ -33,6 +39,22 @@ const READ_BUFFER_BYTES: usize = 256;
 /// Outgoing frames are coalesced up to this size before a write, so a burst of queued frames
 /// costs one syscall rather than one each.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// How long the server waits to send its close frame and hear the client's: a client that
+/// does not read must not hold its connection open through the close either.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How often each kind of repeatable rejection may be logged.
+const LOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// Upgrades to a path that is no WebSocket endpoint, or without a usable protocol version.
+static BAD_URL_LOG: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(LOG_PERIOD));
+/// Upgrades naming an app key that does not exist.
+static UNKNOWN_KEY_LOG: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(LOG_PERIOD));
+/// Upgrades the hub refused (app disabled, over its connection quota).
+static REFUSED_LOG: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(LOG_PERIOD));
+/// `pusher:error` replies to client messages (debug level).
+static CLIENT_ERROR_LOG: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(LOG_PERIOD));
 
 /// What the URL asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,7 +72,7 @@ fn parse_target(uri: &Uri) -> Target {
             code: codes::PATH_NOT_FOUND,
             message: format!(
                 "no WebSocket endpoint at {:?}; connect to /app/{{key}}?protocol=7 (Pusher) or /{{key}} (Pushi)",
-                uri.path()
+                clip(uri.path())
             ),
         };
     }
@@ -74,7 +96,7 @@ fn parse_target(uri: &Uri) -> Target {
             code: codes::BAD_VERSION_STRING,
             message: format!(
                 "protocol version {:?} is not a number",
-                protocol.unwrap_or_default()
+                clip(&protocol.unwrap_or_default())
             ),
         },
         Some(Ok(v)) if !SUPPORTED_PROTOCOLS.contains(&v) => Target::Refused {
@@ -102,14 +124,19 @@ pub async fn upgrade(hub: Arc<Hub>, ws: WebSocketUpgrade, uri: Uri) -> Response 
     let (key, dialect) = match parse_target(&uri) {
         Target::Connect { key, dialect } => (key, dialect),
         Target::Refused { code, message } => {
-            tracing::info!(path = uri.path(), code, %message, "websocket refused");
+            if let Some(suppressed) = BAD_URL_LOG.ready() {
+                tracing::info!(path = %clip(uri.path()), code, %message, suppressed, "websocket refused");
+            }
             return ws.on_upgrade(move |socket| refuse(socket, code, message));
         }
     };
     let app = match hub.apps.by_key(&key).await {
         Ok(Some(app)) => app,
         Ok(None) => {
-            tracing::info!(app_key = %key, "websocket refused: unknown app key");
+            let key = clip(&key);
+            if let Some(suppressed) = UNKNOWN_KEY_LOG.ready() {
+                tracing::info!(app_key = %key, suppressed, "websocket refused: unknown app key");
+            }
             let message = format!("no app with key {key:?}");
             return ws.on_upgrade(move |socket| refuse(socket, codes::APP_NOT_FOUND, message));
         }
@@ -131,6 +158,7 @@ async fn refuse(mut socket: WebSocket, code: u16, message: String) {
 }
 
 /// Sends a close frame and waits briefly for the client's, so the code reaches it intact.
+/// Bounded by [`CLOSE_GRACE`] as a whole, sending included: the client may not be reading.
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     // Close reasons are limited to 123 bytes by RFC 6455.
     let mut reason = reason.to_owned();
@@ -141,16 +169,16 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         code,
         reason: Utf8Bytes::from(reason),
     };
-    if socket.send(Message::Close(Some(frame))).await.is_ok() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
             while let Some(Ok(msg)) = socket.recv().await {
                 if matches!(msg, Message::Close(_)) {
                     break;
                 }
             }
-        })
-        .await;
-    }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

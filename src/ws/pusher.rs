@@ -12,6 +12,7 @@ use super::connection::Connection;
 use crate::auth;
 use crate::hub::channel::PresenceJoin;
 use crate::hub::{Publish, SignedIn, SubscribeRefusal};
+use crate::logs::clip;
 use crate::notify::pusher_webhooks::HookEvent;
 use crate::protocol::channel::NameRules;
 use crate::protocol::inbound::{
@@ -34,14 +35,22 @@ impl Connection {
             name if name.starts_with("client-") => self.client_event(envelope).await,
             name => self.send_error(
                 None,
-                &format!("unknown event {name:?}: clients may send pusher:* protocol events and client-* events"),
+                &format!(
+                    "unknown event {:?}: clients may send pusher:* protocol events and client-* events",
+                    clip(name)
+                ),
             ),
         }
     }
 
     fn subscription_error(&self, channel: &str, kind: &str, error: &str, status: u16) {
         metrics::counter!(crate::metrics::CLIENT_ERRORS).increment(1);
-        tracing::debug!(socket_id = %self.socket_id, channel, error, "subscription refused");
+        tracing::debug!(
+            socket_id = %self.socket_id,
+            channel = %clip(channel),
+            error = %clip(error),
+            "subscription refused"
+        );
         self.send(frames::subscription_error(channel, kind, error, status));
     }
 
@@ -54,13 +63,17 @@ impl Connection {
             Ok(c) => c,
             Err(e) => {
                 return self.subscription_error(
-                    &data.channel,
+                    &clip(&data.channel),
                     "InvalidChannel",
                     &e.to_string(),
                     400,
                 );
             }
         };
+        // Before any signature is checked: the cheapest refusal first.
+        if !self.within_subscription_limit(&channel) {
+            return;
+        }
         let app = self.app();
         let channel_data = data.channel_data_text();
         let presence = match channel.kind() {
@@ -155,7 +168,7 @@ impl Connection {
                 None,
                 &format!(
                     "not subscribed to {:?}; nothing to unsubscribe",
-                    data.channel
+                    clip(&data.channel)
                 ),
             );
         };
@@ -229,23 +242,17 @@ impl Connection {
         let Some(channel) = self.channels.get(name).cloned() else {
             return self.send_error(
                 None,
-                &format!("client event rejected: not subscribed to {name:?}"),
+                &format!("client event rejected: not subscribed to {:?}", clip(name)),
             );
         };
-        if !channel.allows_client_events() {
+        if !channel.allows_client_events(Dialect::Pusher) {
             return self.send_error(
                 None,
                 "client event rejected: only supported on private and presence channels",
             );
         }
-        if !self.client_events.allow(app.settings.client_event_rate) {
-            return self.send_error(
-                Some(codes::CLIENT_EVENT_RATE_LIMIT),
-                &format!(
-                    "client event rejected: more than {} per second",
-                    app.settings.client_event_rate
-                ),
-            );
+        if !self.client_event_allowed() {
+            return;
         }
         let data = envelope.data.unwrap_or_else(null);
         let user_id = self.state.presence_user_of(self.handle.id(), &channel);

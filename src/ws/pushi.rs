@@ -5,6 +5,12 @@
 //! other event as a client event with `echo` (default false) and `persist` (default true).
 //! Where the original dropped the connection on bad input, this replies `pusher:error` and
 //! keeps it open.
+//!
+//! Unlike the original, a client event is held to the same rules as a Pusher one, because the
+//! app key is public and Pusher clients may share the channel: never a server event's name
+//! (the hub refuses `pusher:*` and `pusher_internal:*`), public channels only when the app
+//! sets `public_client_events`, at most `client_event_rate` per second, stored and sent to
+//! offline targets only when the app sets `persist_client_events`.
 
 use serde::Deserialize;
 
@@ -13,6 +19,7 @@ use super::pusher::{null, presence_join};
 use crate::auth;
 use crate::hub::channel::PresenceJoin;
 use crate::hub::{Publish, SubscribeRefusal};
+use crate::logs::clip;
 use crate::protocol::channel::NameRules;
 use crate::protocol::inbound::{Envelope, SubscribeData, UnsubscribeData};
 use crate::protocol::pushi::{self, ChannelView, StoredEvent, events_json};
@@ -21,9 +28,6 @@ use crate::store::EventRecord;
 
 /// How many history events a `personal-` subscription reply carries.
 const PERSONAL_REPLY_EVENTS: u32 = 10;
-
-/// Pushi client events may come this many times faster than Pusher's `client_event_rate`.
-const PUSHI_RATE_FACTOR: u32 = 10;
 
 /// Most events one `pusher:latest` may ask for (a count of 0 means "this many").
 const MAX_LATEST: u32 = 1000;
@@ -172,6 +176,9 @@ impl Connection {
         presence: Option<PresenceJoin>,
         reply: impl FnOnce(&crate::hub::channel::Channel) -> Option<frames::Frame>,
     ) -> bool {
+        if !self.within_subscription_limit(channel) {
+            return false;
+        }
         match self
             .state
             .subscribe(&self.handle, Dialect::Pushi, channel, presence, reply)
@@ -195,6 +202,9 @@ impl Connection {
     /// `personal-{user}`: joins every channel the user has a stored subscription to, and the
     /// personal channel itself (so direct triggers and `pusher:latest` work on it too).
     async fn subscribe_personal(&mut self, channel: ChannelName, presence: Option<PresenceJoin>) {
+        if !self.within_subscription_limit(&channel) {
+            return;
+        }
         let app = self.app();
         let user = channel.as_str().trim_start_matches("personal-");
         let store = self.hub.apps.store().clone();
@@ -210,10 +220,17 @@ impl Connection {
             Err(e) => return self.send_error(None, &format!("could not load history: {e}")),
         };
         let mut joined = Vec::new();
+        let limit = app.settings.max_subscriptions_per_socket;
+        // A slot stays free for the personal channel itself, joined last.
+        let own_slot = usize::from(!self.channels.contains(&channel));
         for alias in &aliases {
             let Ok(target) = ChannelName::parse(alias, NameRules::Pushi) else {
                 continue;
             };
+            if !self.channels.contains(&target) && self.channels.len() + own_slot >= limit {
+                self.refuse_over_limit(&target, limit);
+                break;
+            }
             let join = presence
                 .as_ref()
                 .filter(|_| target.is_presence())
@@ -346,7 +363,7 @@ impl Connection {
         let Some(name) = envelope.channel.as_deref() else {
             return self.send_error(
                 None,
-                &format!("{}: missing field \"channel\"", envelope.event),
+                &format!("{}: missing field \"channel\"", clip(&envelope.event)),
             );
         };
         let Some(channel) = self.parse_pushi_channel(name) else {
@@ -355,22 +372,27 @@ impl Connection {
         if !self.channels.contains(&channel)
             && !self.state.peer_eligible(self.handle.id(), &channel)
         {
-            return self.send_error(None, &format!("event rejected: not subscribed to {name:?}"));
+            return self.send_error(
+                None,
+                &format!("event rejected: not subscribed to {:?}", clip(name)),
+            );
         }
         if envelope.data.is_none() {
-            return self.send_error(None, &format!("{}: missing field \"data\"", envelope.event));
-        }
-        // Pushi apps chat over client events and the original had no limit: allow ten times
-        // Pusher's rate, still bounded so one socket cannot flood a channel.
-        let rate = app
-            .settings
-            .client_event_rate
-            .saturating_mul(PUSHI_RATE_FACTOR);
-        if !self.client_events.allow(rate) {
             return self.send_error(
-                Some(crate::protocol::codes::CLIENT_EVENT_RATE_LIMIT),
-                &format!("event rejected: more than {rate} per second"),
+                None,
+                &format!("{}: missing field \"data\"", clip(&envelope.event)),
             );
+        }
+        let public_allowed =
+            channel.kind() == ChannelKind::Public && app.settings.public_client_events;
+        if !channel.allows_client_events(Dialect::Pushi) && !public_allowed {
+            return self.send_error(
+                None,
+                "event rejected: this app takes client events only on private, presence, personal and peer channels",
+            );
+        }
+        if !self.client_event_allowed() {
+            return;
         }
         let data = envelope.data.clone().unwrap_or_else(null);
         let echo = envelope.echo.unwrap_or(false);

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod client;
 mod listeners;
 mod outbound;
 mod storage;

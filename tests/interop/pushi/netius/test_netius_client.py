@@ -79,6 +79,7 @@ class Subscriber(object):
         self.subscribed = None
         self.received = []
         self.closed_at = None
+        self.stopping = False
         self.started = None
         self.protocol = None
         self.loop = None
@@ -107,7 +108,9 @@ class Subscriber(object):
             self.stop()
 
         def on_close(protocol):
-            self.closed_at = time.time() - self.started
+            # only a close the test did not ask for counts (stop() closes the client itself)
+            if not self.stopping:
+                self.closed_at = time.time() - self.started
 
         self.loop, self.protocol = PushiClient.connect_pushi_s(
             url=self.ws_url, client_key=self.key, callback=on_connect
@@ -117,6 +120,7 @@ class Subscriber(object):
         self.loop.run_forever()
 
     def stop(self):
+        self.stopping = True
         if self.protocol is not None and not self.protocol.is_closed():
             self.protocol.close()
         self.loop.stop()

@@ -144,6 +144,9 @@ class PushiClientTest(unittest.TestCase):
             base_url=HTTP,
         )
         cls.api.login()
+        # what the original Pushi allowed and these tests use: client events on public
+        # channels, stored by default
+        cls.api.update_app(public_client_events=True, persist_client_events=True)
 
     def setUp(self):
         self.subscribers = []

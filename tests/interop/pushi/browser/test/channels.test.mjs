@@ -13,6 +13,11 @@ let app;
 before(async () => {
   rest = await newApp("js-channels");
   app = rest.app;
+  // What the original Pushi allowed and these tests use: client events on public channels,
+  // stored by default, and a 25-event burst.
+  assert.ok(
+    await rest.updateApp({ public_client_events: true, persist_client_events: true, client_event_rate: 100 }),
+  );
   env.site.register(app);
 });
 

@@ -15,6 +15,8 @@ let rest2;
 before(async () => {
   rest = await newApp("js-life");
   app = rest.app;
+  // The original Pushi's client events on public channels, stored by default.
+  assert.ok(await rest.updateApp({ public_client_events: true, persist_client_events: true }));
   rest2 = await newApp("js-life-2");
 });
 

@@ -7,13 +7,13 @@ import { WS, newApp, uniq } from "../harness/rest.mjs";
 import { assertNoPageErrors, useBrowser } from "../harness/suite.mjs";
 
 const env = useBrowser();
-let rest; // app with legacy_auth enabled (how Pushi apps sign presence)
+let rest; // app with legacy_auth enabled (how Pushi apps sign presence), client events stored
 let strictRest; // app left on Pusher's formula
 
 before(async () => {
   rest = await newApp("js-presence");
   env.site.register(rest.app);
-  const updated = await rest.updateApp({ legacy_auth: true });
+  const updated = await rest.updateApp({ legacy_auth: true, persist_client_events: true });
   assert.ok(updated, "PUT /apps/<ident> answered");
   strictRest = await newApp("js-strict");
   env.site.register(strictRest.app);
