@@ -222,6 +222,7 @@ async fn every_documented_operation_answers_as_documented() {
         c.notify.base_backoff = Duration::from_secs(60);
         c.notify.max_backoff = Duration::from_secs(60);
         c.notify.request_timeout = Duration::from_secs(2);
+        common::allow_loopback(c);
     })
     .await;
     let served: Value = server

@@ -270,6 +270,7 @@ async fn client_events_are_stored_and_forwarded_only_where_the_app_allows_it() {
         move |c| {
             c.static_apps[0].settings.public_client_events = true;
             c.static_apps.push(durable);
+            crate::common::allow_loopback(c);
         }
     })
     .await;
