@@ -41,6 +41,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Bearer token for app creation and cross-app listing over HTTP.
     pub admin_token: Option<String>,
+    /// The operator's listener (`HOST:PORT`): `/metrics` and the health details there need no
+    /// token. `None`: no such listener, and those routes need the admin token.
+    pub admin_addr: Option<String>,
     /// Let anyone `POST /apps`, as the original Pushi did.
     pub open_apps: bool,
     /// Offline delivery (webhooks, Web Push, e-mail, APNs).
@@ -93,6 +96,7 @@ pub struct FileConfig {
     pub max_connections_per_ip: Option<usize>,
     pub header_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
+    pub admin_addr: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub outbound_allow: Option<Vec<String>>,
     pub max_targets_per_request: Option<usize>,
@@ -270,6 +274,10 @@ pub struct Flags {
     #[arg(long, global = true)]
     pub handshake_timeout: Option<u64>,
     /// Proxies whose X-Forwarded-For is believed: addresses or CIDR ranges, comma-separated [env PUSHI_TRUSTED_PROXIES]
+    /// The operator's listener (HOST:PORT): /metrics and health details without a token;
+    /// keep it private [env PUSHI_ADMIN_ADDR]
+    #[arg(long, global = true)]
+    pub admin_addr: Option<String>,
     #[arg(long, global = true, value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
     /// Non-public addresses deliveries may reach (intranet receivers, tests): addresses or CIDR ranges, comma-separated [env PUSHI_OUTBOUND_ALLOW]
@@ -520,6 +528,12 @@ impl Config {
         let admin_token = env("PUSHI_ADMIN_TOKEN")
             .or(file.admin_token)
             .filter(|t| !t.is_empty());
+        let admin_addr = flags
+            .admin_addr
+            .clone()
+            .or_else(|| env("PUSHI_ADMIN_ADDR"))
+            .or(file.admin_addr)
+            .filter(|a| !a.is_empty());
         let open_apps = env_bool(env, "PUSHI_OPEN_APPS")?
             .or(file.open_apps)
             .unwrap_or(false);
@@ -580,6 +594,7 @@ impl Config {
             cluster,
             notify,
             admin_token,
+            admin_addr,
             open_apps,
             http_host,
             http_port,

@@ -251,11 +251,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Admitted<S> {
     }
 }
 
+/// Which door a request came in by. The operator's listener (`admin_addr`) is meant to be
+/// reachable only from inside; there `/metrics` and the health details need no token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerRole {
+    Public,
+    Operator,
+}
+
 /// One listening socket and how to serve it.
 pub struct Listener {
     pub tcp: TcpListener,
     /// TLS termination, when this listener is `https`/`wss`.
     pub tls: Option<TlsAcceptor>,
+    pub role: ListenerRole,
 }
 
 /// How long the accept loop waits after the process ran out of file descriptors.
@@ -270,7 +279,7 @@ pub async fn serve(
     admission: Arc<Admission>,
     mut stop_accepting: watch::Receiver<bool>,
 ) {
-    let Listener { tcp, tls } = listener;
+    let Listener { tcp, tls, role } = listener;
     let protocols = Protocols::new(admission.limits());
     let refused_log = Throttle::new(Duration::from_secs(10));
     let error_log = Throttle::new(Duration::from_secs(10));
@@ -306,6 +315,7 @@ pub async fn serve(
             protocols: protocols.clone(),
             router: router.clone(),
             peer,
+            role,
             stop: stop_accepting.clone(),
         };
         match &tls {
@@ -407,6 +417,7 @@ struct Connection {
     protocols: Protocols,
     router: Router,
     peer: SocketAddr,
+    role: ListenerRole,
     stop: watch::Receiver<bool>,
 }
 
@@ -417,8 +428,10 @@ impl Connection {
     {
         let router = self.router;
         let peer = self.peer;
+        let role = self.role;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(role);
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
         let io = TokioIo::new(io);

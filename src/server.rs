@@ -21,7 +21,7 @@ use crate::cluster::{Cluster, ClusterView};
 use crate::config::Config;
 use crate::http::{self, ServerContext};
 use crate::hub::Hub;
-use crate::listener::{Admission, Listener};
+use crate::listener::{Admission, Listener, ListenerRole};
 use crate::protocol::codes;
 use crate::registry::AppRegistry;
 use crate::store::{self, Housekeeper, Store};
@@ -88,6 +88,10 @@ pub struct RunningServer {
     pub cluster: Option<Arc<Cluster>>,
     pub http_addr: SocketAddr,
     pub ws_addr: SocketAddr,
+    /// The operator's listener (`admin_addr`), if configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// The whole HTTP side, as the listeners serve it (for tests and fuzzing without sockets).
+    pub router: axum::Router,
     /// Connection counts shared by the listeners.
     pub admission: Arc<Admission>,
     stop_accepting: watch::Sender<bool>,
@@ -180,6 +184,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Some(l) => l.local_addr()?,
         None => http_addr,
     };
+    let operator_listener = match &config.admin_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr.as_str())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin_addr): {e}"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = match &operator_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     ensure_an_app(
         &hub,
         (http_resolver.is_some(), http_addr),
@@ -190,7 +206,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )
     .await?;
 
+    // Every app's series exist from the start, at zero.
+    for app in hub.apps.all().await? {
+        crate::metrics::AppMetrics::new(&app.id);
+    }
+    let admission = Admission::new(config.listener.clone());
     let ctx = ServerContext {
+        admission: admission.clone(),
         hub: hub.clone(),
         notifier: delivery.notifier.clone(),
         metrics: crate::metrics::install(),
@@ -205,23 +227,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         stopped.clone(),
     )));
     let router = http::router(ctx);
-    let admission = Admission::new(config.listener.clone());
     let (stop_accepting, accepting) = watch::channel(false);
     // The API listener offers HTTP/2 where TLS lets it negotiate; WebSocket upgrades are
     // HTTP/1.1, so the WebSocket listener offers only that.
     let api_alpn: &[&[u8]] = &[b"h2", b"http/1.1"];
     let ws_alpn: &[&[u8]] = &[b"http/1.1"];
     let listeners = [
-        Some((http_listener, http_resolver.clone(), api_alpn)),
-        ws_listener.map(|l| (l, ws_resolver.clone(), ws_alpn)),
+        Some((
+            http_listener,
+            http_resolver.clone(),
+            api_alpn,
+            ListenerRole::Public,
+        )),
+        ws_listener.map(|l| (l, ws_resolver.clone(), ws_alpn, ListenerRole::Public)),
+        operator_listener.map(|l| (l, None, api_alpn, ListenerRole::Operator)),
     ]
     .into_iter()
     .flatten()
-    .map(|(tcp, resolver, alpn)| {
+    .map(|(tcp, resolver, alpn, role)| {
         let listener = Listener {
             tcp,
             tls: resolver
                 .map(|r| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(r, alpn))),
+            role,
         };
         tokio::spawn(crate::listener::serve(
             listener,
@@ -240,6 +268,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         %http_addr,
         http = scheme(config.http_tls.is_some() || (same_listener && config.ws_tls.is_some())),
         %ws_addr,
+        admin_addr = ?admin_addr,
         ws = scheme(config.ws_tls.is_some() || (same_listener && config.http_tls.is_some())),
         database = %redact(&config.database_url),
         "pushi listening"
@@ -249,6 +278,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         hub,
         http_addr,
         ws_addr,
+        admin_addr,
+        router,
         admission,
         stop_accepting,
         listeners,

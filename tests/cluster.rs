@@ -616,9 +616,7 @@ async fn the_node_recovers_when_the_broker_returns(url: &str, ns: &str) {
     })
     .await;
     let path = format!("/apps/{}/channels", n[0].app.id);
-    let (status, body) = n[0]
-        .raw("GET", "/health/detailed", &[], String::new())
-        .await;
+    let (status, body) = n[0].operator_get("/health/detailed").await;
     assert_eq!(status, 200);
     assert_eq!(body["checks"]["cluster"]["status"], "error");
     let _ = path;

@@ -354,7 +354,7 @@ async fn health_and_metrics() {
     let (status, body) = server.raw("GET", "/health/ready", &[], String::new()).await;
     assert_eq!((status, body["ready"].clone()), (200, json!(true)));
     let _c = server.connect().await;
-    let (status, body) = server.raw("GET", "/metrics", &[], String::new()).await;
+    let (status, body) = server.operator_get("/metrics").await;
     assert_eq!(status, 200);
     assert!(body.as_str().unwrap().contains("pushi_connections"));
 }

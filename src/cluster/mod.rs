@@ -35,7 +35,7 @@ use serde_json::value::RawValue;
 
 pub use broker::{Broker, BrokerEvent};
 pub use message::{Body, Change, ChannelShare, Envelope, MemberShare, NodeState, RemotePublish};
-pub use runtime::{BARRIER_TIMEOUT, BROKER_ERRORS, CONNECTED, Cluster, NODES};
+pub use runtime::{BARRIER_TIMEOUT, Cluster};
 
 /// Cluster tunables.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ use super::broker::{self, Broker, BrokerEvent};
 use super::message::{Body, Change, Envelope, RemotePublish};
 use super::replicas::Replicas;
 use super::{ClusterConfig, ClusterView, LocalNode};
+use crate::metrics::{BROKER_ERRORS, CLUSTER_CONNECTED as CONNECTED, CLUSTER_NODES as NODES};
 
 /// A message for the send loop, and who to tell once the broker took it.
 type Outgoing = (Body, Option<oneshot::Sender<()>>);
@@ -31,10 +32,6 @@ const MAX_SEND_BATCH: usize = 256;
 
 /// How long a query waits for the other nodes to answer its barrier.
 pub const BARRIER_TIMEOUT: Duration = Duration::from_millis(500);
-
-pub const CONNECTED: &str = "pushi_cluster_connected";
-pub const NODES: &str = "pushi_cluster_nodes";
-pub const BROKER_ERRORS: &str = "pushi_cluster_broker_errors_total";
 
 pub struct Cluster {
     pub config: ClusterConfig,

@@ -14,6 +14,7 @@ pub mod deliveries_api;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod layers;
 pub mod messaging_api;
 pub mod openapi;
 pub mod pusher_api;
@@ -21,11 +22,12 @@ pub mod pushi_api;
 pub mod pushi_json;
 pub mod targets_api;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -37,6 +39,8 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct ServerContext {
     pub hub: Arc<Hub>,
+    /// Connection counts, for per-address caps on WebSockets behind trusted proxies.
+    pub admission: Arc<crate::listener::Admission>,
     /// Offline delivery: targets and direct messages.
     pub notifier: Arc<Notifier>,
     pub metrics: PrometheusHandle,
@@ -56,7 +60,12 @@ pub fn router(ctx: ServerContext) -> Router {
         .merge(admin::router())
         .merge(dashboard::router())
         .merge(openapi::router())
+        .route_layer(axum::middleware::from_fn(layers::request_latency))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            layers::operator_only,
+        ))
         .layer(axum::middleware::from_fn(error::log_rejections))
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
@@ -83,9 +92,31 @@ async fn websocket_upgrades(
         return next.run(request).await;
     }
     let uri = request.uri().clone();
+    // Behind a trusted proxy every client shares the proxy's address: count the client's own
+    // (from X-Forwarded-For) against the per-address cap for as long as its socket lives.
+    let slot = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) if ctx.admission.is_trusted_proxy(peer.ip()) => {
+            let forwarded = request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            let client = ctx.admission.client_ip(peer.ip(), forwarded);
+            match ctx.admission.admit_forwarded(client) {
+                Ok(slot) => Some(Box::new(slot)),
+                Err(_) => {
+                    return ApiError::new(
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        "too many connections from this address",
+                    )
+                    .into_response();
+                }
+            }
+        }
+        _ => None,
+    };
     let (mut parts, _body) = request.into_parts();
     match WebSocketUpgrade::from_request_parts(&mut parts, &ctx).await {
-        Ok(ws) => crate::ws::upgrade(ctx.hub.clone(), ws, uri).await,
+        Ok(ws) => crate::ws::upgrade(ctx.hub.clone(), ws, uri, slot).await,
         Err(rejection) => {
             ApiError::bad_request(format!("bad WebSocket upgrade: {rejection}")).into_response()
         }

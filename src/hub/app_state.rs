@@ -19,6 +19,7 @@ use super::debug::{DebugEventKind, DebugTap};
 use super::socket::{SocketHandle, SocketId};
 use crate::app::App;
 use crate::cluster::{Change, ClusterView};
+use crate::metrics::AppMetrics;
 use crate::notify::pusher_webhooks::{HookEvent, HookSender};
 use crate::protocol::frames::{self, Frame};
 use crate::protocol::{ChannelKind, ChannelName, Dialect};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub(super) cluster: Option<Arc<dyn ClusterView>>,
     /// What the dashboard's debug console and live view watch.
     pub debug: DebugTap,
+    /// This app's metric series.
+    pub(super) metrics: AppMetrics,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +65,7 @@ impl AppState {
         hooks: Option<HookSender>,
         cluster: Option<Arc<dyn ClusterView>>,
     ) -> Self {
+        let app_id = app.id.clone();
         Self {
             hooks,
             cluster,
@@ -74,6 +78,7 @@ impl AppState {
             counts_changed: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             debug: DebugTap::default(),
+            metrics: AppMetrics::new(&app_id),
         }
     }
 
@@ -206,6 +211,7 @@ impl AppState {
             let user_id = presence.as_ref().map(|p| &*p.user_id);
             DebugEventKind::subscribed(handle.id(), channel, user_id)
         });
+        self.metrics.subscriptions.increment(1.0);
         Ok(SubscribeOutcome::Subscribed)
     }
 
@@ -219,6 +225,7 @@ impl AppState {
         let Some(sub) = ch.subscribers.remove(&socket) else {
             return false;
         };
+        self.metrics.subscriptions.decrement(1.0);
         let app_id = self.app.read().id.clone();
         self.debug
             .emit(|| DebugEventKind::unsubscribed(socket, channel, sub.user_id.as_deref()));

@@ -44,6 +44,7 @@ impl AppState {
             None => no_extra(),
         };
         let mut sent = 0;
+        let mut bytes = 0;
         for (i, channel) in publish.channels.iter().enumerate() {
             let stamp = stamps.and_then(|s| s.get(i));
             let pusher = || {
@@ -81,8 +82,11 @@ impl AppState {
                 {
                     return;
                 }
-                if sub.handle.send(frames.get(sub.dialect).clone()) {
+                let frame = frames.get(sub.dialect);
+                let len = frame.len();
+                if sub.handle.send(frame.clone()) {
                     sent += 1;
+                    bytes += len;
                 }
             };
             if let Some(ch) = self.channels.get(channel.as_str()) {
@@ -97,6 +101,8 @@ impl AppState {
                     .for_each(&mut deliver);
             }
         }
+        self.metrics.frames_sent.increment(sent as u64);
+        self.metrics.bytes_sent.increment(bytes as u64);
         sent
     }
 }

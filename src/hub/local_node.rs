@@ -73,7 +73,6 @@ impl LocalNode for Hub {
             remote.stamps.as_deref(),
             self.config.cache_ttl,
         );
-        metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
         state
             .debug
             .emit(|| DebugEventKind::published(&publish, &data, sent, true));

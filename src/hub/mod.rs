@@ -194,8 +194,8 @@ impl Hub {
         let (handle, receiver) = SocketHandle::new(self.config.queue_len);
         state.sockets.insert(handle.id(), handle.clone());
         self.live_sockets.fetch_add(1, Ordering::AcqRel);
-        metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
-        metrics::counter!(crate::metrics::CONNECTIONS_TOTAL).increment(1);
+        state.metrics.connections.increment(1.0);
+        state.metrics.connections_total.increment(1);
         state
             .debug
             .emit(|| debug::DebugEventKind::connected(handle.id()));
@@ -220,7 +220,7 @@ impl Hub {
         if state.sockets.remove(&handle.id()).is_some() {
             state.connections.fetch_sub(1, Ordering::AcqRel);
             self.live_sockets.fetch_sub(1, Ordering::AcqRel);
-            metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1.0);
+            state.metrics.connections.decrement(1.0);
             state
                 .debug
                 .emit(|| debug::DebugEventKind::disconnected(handle.id()));

@@ -141,6 +141,7 @@ impl Hub {
         state: &AppState,
         publish: &Publish<'_>,
     ) -> Result<usize, PublishError> {
+        let accepted = std::time::Instant::now();
         let data = Self::check(state, publish)?;
         // A client event reaches history and offline targets only if the app allows it;
         // otherwise it is delivered live and nothing more.
@@ -155,6 +156,10 @@ impl Hub {
                 .await?;
         }
         let sent = state.fan_out(publish, &data, stamps.as_deref(), self.config.cache_ttl);
+        state
+            .metrics
+            .publish_seconds
+            .record(accepted.elapsed().as_secs_f64());
         state
             .debug
             .emit(|| DebugEventKind::published(publish, &data, sent, false));
@@ -184,9 +189,13 @@ impl Hub {
                 });
             }
         }
-        metrics::counter!(crate::metrics::EVENTS_PUBLISHED)
+        state
+            .metrics
+            .events_published
             .increment(publish.channels.len() as u64);
-        metrics::counter!(crate::metrics::FRAMES_SENT).increment(sent as u64);
+        if publish.sender.is_some() {
+            state.metrics.client_events.increment(1);
+        }
         Ok(sent)
     }
 

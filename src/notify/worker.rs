@@ -29,10 +29,6 @@ const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(1);
 const BUSY_TARGET_DEFER_MS: i64 = 250;
 
 /// Metric names of offline delivery.
-pub const PENDING: &str = "pushi_deliveries_pending";
-pub const DELIVERED: &str = "pushi_deliveries_delivered_total";
-pub const FAILED: &str = "pushi_deliveries_failed_total";
-pub const RETRIES: &str = "pushi_deliveries_retries_total";
 
 pub struct Worker {
     apps: Arc<AppRegistry>,
@@ -84,7 +80,7 @@ impl Worker {
             if counted.elapsed() >= Duration::from_secs(5) {
                 counted = tokio::time::Instant::now();
                 if let Ok(pending) = self.apps.store().pending_deliveries().await {
-                    metrics::gauge!(PENDING).set(pending as f64);
+                    metrics::gauge!(crate::metrics::DELIVERIES_PENDING).set(pending as f64);
                 }
             }
             tokio::select! {
@@ -119,7 +115,11 @@ impl Worker {
                 return;
             }
             let full_batch = claimed.len() == free;
+            let now = crate::clock::now_millis();
             for delivery in claimed {
+                let late_ms = now.saturating_sub(delivery.next_attempt_ms).max(0);
+                metrics::histogram!(crate::metrics::OUTBOX_LAG_SECONDS)
+                    .record(late_ms as f64 / 1000.0);
                 let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                     self.defer(&delivery).await;
                     continue;
@@ -208,7 +208,7 @@ impl Worker {
         let span = (d.kind.as_str(), target.as_str(), d.delivery_id.as_str());
         match result {
             Ok(()) => {
-                metrics::counter!(DELIVERED, "kind" => d.kind.as_str()).increment(1);
+                crate::metrics::delivery(&d.app_id, d.kind.as_str(), "delivered");
                 tracing::debug!(
                     kind = span.0,
                     target = span.1,
@@ -220,7 +220,7 @@ impl Worker {
             Err(DeliveryError::Retry(error))
                 if (d.attempts as u32) + 1 < self.config.max_attempts =>
             {
-                metrics::counter!(RETRIES, "kind" => d.kind.as_str()).increment(1);
+                crate::metrics::delivery(&d.app_id, d.kind.as_str(), "retried");
                 let delay = backoff(&self.config, d.attempts as u32);
                 if let Some(suppressed) = self.failures_logged.ready() {
                     tracing::info!(kind = span.0, target = span.1, delivery_id = span.2, %error, retry_in_ms = delay.as_millis() as u64, suppressed, "delivery failed; will retry");
@@ -232,14 +232,14 @@ impl Worker {
             }
             Err(DeliveryError::Gone(error)) => {
                 self.forget_target(d).await;
-                metrics::counter!(FAILED, "kind" => d.kind.as_str()).increment(1);
+                crate::metrics::delivery(&d.app_id, d.kind.as_str(), "failed");
                 tracing::info!(kind = span.0, target = span.1, %error, "target is gone; subscription removed");
                 DeliveryOutcome::Failed {
                     error: format!("target gone, subscription removed: {error}"),
                 }
             }
             Err(DeliveryError::Retry(error) | DeliveryError::Permanent(error)) => {
-                metrics::counter!(FAILED, "kind" => d.kind.as_str()).increment(1);
+                crate::metrics::delivery(&d.app_id, d.kind.as_str(), "failed");
                 if let Some(suppressed) = self.failures_logged.ready() {
                     tracing::warn!(kind = span.0, target = span.1, delivery_id = span.2, attempts = d.attempts + 1, %error, suppressed, "delivery given up");
                 }

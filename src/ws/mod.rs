@@ -23,6 +23,7 @@ use axum::http::Uri;
 use axum::response::Response;
 
 use crate::hub::Hub;
+use crate::listener::AdmissionGuard;
 use crate::logs::{Throttle, clip};
 use crate::protocol::{Dialect, SUPPORTED_PROTOCOLS, codes, frames};
 
@@ -115,7 +116,12 @@ fn parse_target(uri: &Uri) -> Target {
 }
 
 /// Accepts a WebSocket upgrade on any path and runs the connection (or its refusal).
-pub async fn upgrade(hub: Arc<Hub>, ws: WebSocketUpgrade, uri: Uri) -> Response {
+pub async fn upgrade(
+    hub: Arc<Hub>,
+    ws: WebSocketUpgrade,
+    uri: Uri,
+    slot: Option<Box<AdmissionGuard>>,
+) -> Response {
     let ws = ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
@@ -146,7 +152,14 @@ pub async fn upgrade(hub: Arc<Hub>, ws: WebSocketUpgrade, uri: Uri) -> Response 
             return ws.on_upgrade(move |socket| refuse(socket, codes::GOING_AWAY, message));
         }
     };
-    ws.on_upgrade(move |socket| connection::run(hub, app, socket, dialect))
+    match slot {
+        None => ws.on_upgrade(move |socket| connection::run(hub, app, socket, dialect)),
+        // A client behind a trusted proxy holds its per-address slot as long as its socket.
+        Some(slot) => ws.on_upgrade(move |socket| async move {
+            connection::run(hub, app, socket, dialect).await;
+            drop(slot);
+        }),
+    }
 }
 
 /// Sends `pusher:error` with `code`, then closes with the same code.

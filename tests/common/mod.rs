@@ -88,6 +88,38 @@ impl TestServer {
         self.base = base;
     }
 
+    /// A GET as the operator's private listener (`admin_addr`) would serve it, through the
+    /// server's router: `/metrics` and `/health/detailed` need no token there.
+    pub async fn operator_get(&self, path: &str) -> (u16, Value) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        request
+            .extensions_mut()
+            .insert(pushi::listener::ListenerRole::Operator);
+        let response = self
+            .running()
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     pub fn running(&self) -> &RunningServer {
         self.server.as_ref().expect("server running")
     }
