@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::ServerContext;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Fields, Session, flag_value, session_from_form, session_token};
+use super::extract::{Fields, Secure, Session, flag_value, session_from_form, session_token};
 use super::pushi_json::{record_json, success};
 use crate::app::{App, AppSettings, NewApp};
 use crate::clock::now_unix;
@@ -105,7 +105,11 @@ fn subscription_json(record: &SubscriptionRecord, instance: &str) -> Value {
     out
 }
 
-async fn login(State(ctx): State<ServerContext>, fields: Fields) -> ApiResult<Response> {
+async fn login(
+    State(ctx): State<ServerContext>,
+    Secure(secure): Secure,
+    fields: Fields,
+) -> ApiResult<Response> {
     let app_id = fields.required("app_id")?;
     let key = fields.required("app_key")?;
     let secret = fields.required("app_secret")?;
@@ -130,7 +134,9 @@ async fn login(State(ctx): State<ServerContext>, fields: Fields) -> ApiResult<Re
         ));
     };
     let token = ctx.hub.apps.store().create_session(&app.id).await?;
-    let cookie = format!("sid={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_MAX_AGE}");
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie =
+        format!("sid={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_MAX_AGE}{secure}");
     Ok((
         [(header::SET_COOKIE, cookie)],
         Json(json!({"token": token})),
