@@ -372,7 +372,7 @@ async fn session_cookie_is_secure_over_tls_or_behind_a_trusted_proxy_only() {
     let server = TestServer::start_with(|c| c.http_tls = Some(files)).await;
     let mut stream = tls_connect(&pki, server.running().http_addr, &[b"http/1.1"]).await;
     let cookie = login_cookie(&mut stream, &server, "").await;
-    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("SameSite=None; Secure"), "{cookie}");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
 
     // Plain HTTP: a client cannot claim https for itself...
@@ -382,6 +382,7 @@ async fn session_cookie_is_secure_over_tls_or_behind_a_trusted_proxy_only() {
         .expect("connect");
     let cookie = login_cookie(&mut plain, &server, "X-Forwarded-Proto: https\r\n").await;
     assert!(!cookie.contains("Secure"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
 
     // ...but a trusted proxy that terminated TLS can.
     let server = TestServer::start_with(|c| c.listener.trusted_proxies = common::loopback()).await;
@@ -389,7 +390,7 @@ async fn session_cookie_is_secure_over_tls_or_behind_a_trusted_proxy_only() {
         .await
         .expect("connect");
     let cookie = login_cookie(&mut proxied, &server, "X-Forwarded-Proto: https\r\n").await;
-    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("SameSite=None; Secure"), "{cookie}");
     let mut proxied = tokio::net::TcpStream::connect(server.running().http_addr)
         .await
         .expect("connect");

@@ -134,9 +134,13 @@ async fn login(
         ));
     };
     let token = ctx.hub.apps.store().create_session(&app.id).await?;
-    let secure = if secure { "; Secure" } else { "" };
+    // pushi.js calls the REST API from the app's own pages, usually another site, with
+    // credentials: over TLS the cookie must be `SameSite=None` (which browsers accept only
+    // with `Secure`) to travel there, as the original's unmarked cookie did. Plain HTTP keeps
+    // `Lax`, the most a non-secure cookie can have.
+    let same_site = if secure { "None; Secure" } else { "Lax" };
     let cookie =
-        format!("sid={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_MAX_AGE}{secure}");
+        format!("sid={token}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={SESSION_MAX_AGE}");
     Ok((
         [(header::SET_COOKIE, cookie)],
         Json(json!({"token": token})),
