@@ -42,11 +42,10 @@ async fn create_pushi_app(server: &TestServer, name: &str) -> App {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("JSON");
     let text = |k: &str| body[k].as_str().expect(k).to_owned();
-    let settings: AppSettings =
-        serde_json::from_value(body["settings"].clone()).expect("settings");
+    let settings = AppSettings::pushi_profile();
     assert_eq!(
-        settings,
-        AppSettings::pushi_profile(),
+        body["settings"],
+        settings.public_view(),
         "POST /apps gives the Pushi profile"
     );
     App {
