@@ -84,7 +84,7 @@ pub enum ChannelNameError {
 ///   frame, a log line or a statement: control characters (NUL, newlines, tabs, escape, C1),
 ///   the Unicode line and paragraph separators, and longer names. Names are Rust strings, so
 ///   invalid UTF-8 never gets this far (a WebSocket text frame that is not UTF-8 is closed
-///   with 1007, an HTTP body is refused with 400).
+///   with 1007, a JSON body with 400; query and form values have it replaced by U+FFFD).
 ///
 /// Every Pusher name is a Pushi name, so a channel named under Pusher's rules is reachable
 /// from both dialects; a Pushi-only name (`news/eu`) can never be subscribed to by a Pusher
