@@ -161,7 +161,11 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("max_presence_user_id_len", 1, 1_000),
     ("client_event_rate", 1, 100_000),
     ("max_subscriptions_per_socket", 1, 100_000),
-    ("max_event_name_len", 1, crate::protocol::MAX_PUSHI_NAME_LEN as u64),
+    (
+        "max_event_name_len",
+        1,
+        crate::protocol::MAX_PUSHI_NAME_LEN as u64,
+    ),
     ("max_channels_per_publish", 1, 10_000),
     ("history_max_age_secs", 60, 10 * 365 * 86_400),
     ("history_max_per_channel", 1, 100_000_000),
@@ -537,7 +541,9 @@ mod tests {
         // Settable like any other, and a stored app from before these settings loads with
         // Pusher's values.
         let changed = pushi
-            .apply(&changes(json!({"max_channels_per_publish": 5, "max_event_name_len": 300})))
+            .apply(&changes(
+                json!({"max_channels_per_publish": 5, "max_event_name_len": 300}),
+            ))
             .unwrap();
         assert_eq!(changed.max_channels_per_publish, 5);
         assert_eq!(changed.max_event_name_len, 300);

@@ -69,7 +69,9 @@ async fn as_app(server: &mut TestServer, app: &App) -> String {
 }
 
 async fn post_event(server: &TestServer, sid: &str, body: Value) -> (u16, Value) {
-    server.rest("POST", "/events", &[], Some(&body), Some(sid)).await
+    server
+        .rest("POST", "/events", &[], Some(&body), Some(sid))
+        .await
 }
 
 async fn pusher_trigger(server: &TestServer, body: Value) -> (u16, Value) {
@@ -191,7 +193,12 @@ async fn the_pushi_dialect_and_rest_api_take_the_originals_channel_names() {
 async fn personal_channels_work_for_any_user_id_the_rest_api_takes() {
     let server = start().await;
     let sid = server.pushi_login().await;
-    for user in ["john+1@example.com", "ann lee", "personal-x", "usuário/ação"] {
+    for user in [
+        "john+1@example.com",
+        "ann lee",
+        "personal-x",
+        "usuário/ação",
+    ] {
         for channel in ["news/eu", "with space"] {
             let (status, record) = server
                 .rest(
@@ -296,7 +303,10 @@ async fn apps_made_with_post_apps_get_the_pushi_profile_and_others_pushers_limit
     let pusher_refusals = [
         (json!({"channel": "news", "name": "e", "data": data}), 413),
         (json!({"channels": many, "name": "e", "data": "x"}), 400),
-        (json!({"channel": "news", "name": long_event, "data": "x"}), 400),
+        (
+            json!({"channel": "news", "name": long_event, "data": "x"}),
+            400,
+        ),
     ];
     for (body, status) in &pusher_refusals {
         assert_eq!(pusher_trigger(&server, body.clone()).await.0, *status);
@@ -348,10 +358,7 @@ async fn apps_made_with_post_apps_get_the_pushi_profile_and_others_pushers_limit
         .send(json!({"event": "client-big", "channel": "private-room", "data": data}))
         .await;
     assert_eq!(pushi.recv_event("client-big").await["data"], data.as_str());
-    assert_eq!(
-        pusher.recv_event("client-big").await["data"],
-        data.as_str()
-    );
+    assert_eq!(pusher.recv_event("client-big").await["data"], data.as_str());
 
     // Still finite.
     let over = [
@@ -433,7 +440,12 @@ async fn the_new_limits_are_settings_of_every_app() {
     let body = json!({"channel": ["a", "b", "c"], "event": "e", "data": "x"});
     let (status, reply) = post_event(&server, &sid, body).await;
     assert_eq!(status, 400);
-    assert!(reply["message"].as_str().unwrap().contains("at most 2 channels"));
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 channels")
+    );
     let body = json!({"channel": "a", "event": "sixsix", "data": "x"});
     let (status, reply) = post_event(&server, &sid, body).await;
     assert_eq!(status, 400);
@@ -452,7 +464,12 @@ async fn the_new_limits_are_settings_of_every_app() {
         .expect("request sent");
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("max_event_name_len"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_event_name_len")
+    );
 }
 
 #[tokio::test]
@@ -465,7 +482,9 @@ async fn health_details_are_a_superset_of_the_originals() {
     assert_eq!(post_event(&server, &sid, body).await.0, 200);
     c.recv_event("e").await;
     let web = json!({"url": "https://example.com/hook", "event": "news"});
-    let (status, reply) = server.rest("POST", "/webs", &[], Some(&web), Some(&sid)).await;
+    let (status, reply) = server
+        .rest("POST", "/webs", &[], Some(&web), Some(&sid))
+        .await;
     assert_eq!(status, 200, "{reply}");
 
     let (status, health) = server.operator_get("/health/detailed").await;

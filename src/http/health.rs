@@ -82,9 +82,8 @@ async fn ready(State(ctx): State<ServerContext>) -> impl IntoResponse {
 async fn detailed(State(ctx): State<ServerContext>) -> Json<Value> {
     let store = ctx.hub.apps.store();
     let started = std::time::Instant::now();
-    let latency = |started: std::time::Instant| {
-        (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
-    };
+    let latency =
+        |started: std::time::Instant| (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
     let database = match store.ping().await {
         Ok(()) => {
             let mut database = json!({"status": "ok", "latency_ms": latency(started)});
@@ -93,7 +92,9 @@ async fn detailed(State(ctx): State<ServerContext>) -> Json<Value> {
             }
             database
         }
-        Err(e) => json!({"status": "error", "error": e.to_string(), "latency_ms": latency(started)}),
+        Err(e) => {
+            json!({"status": "error", "error": e.to_string(), "latency_ms": latency(started)})
+        }
     };
     let cluster = match &ctx.cluster {
         Some(c) => json!({

@@ -403,8 +403,9 @@ async fn create_subscription(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     // The user's stream is `personal-{user_id}`: an id that cannot name it is refused here,
     // not found out when the user's socket subscribes.
-    ChannelName::personal(user_id)
-        .map_err(|e| ApiError::bad_request(format!("user_id cannot name a personal channel: {e}")))?;
+    ChannelName::personal(user_id).map_err(|e| {
+        ApiError::bad_request(format!("user_id cannot name a personal channel: {e}"))
+    })?;
     let (record, _created) = ctx
         .hub
         .apps

@@ -116,7 +116,8 @@ impl NameRules {
         match self {
             Self::Pusher => {
                 let allowed = |c: char| {
-                    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
+                    c.is_ascii_alphanumeric()
+                        || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
                 };
                 if body.is_empty() || !body.chars().all(allowed) {
                     return Err(ChannelNameError::BadCharacter(name.to_owned()));
@@ -325,7 +326,10 @@ mod tests {
         assert!(pusher("peer-chat:alice&bob").is_err());
         assert!(ChannelName::parse("peer-chat:alice&bob", NameRules::Pushi).is_ok());
         assert!(pusher("a-_=@,.;Z9").is_ok());
-        assert_eq!(pusher(&"a".repeat(201)), Err(ChannelNameError::TooLong(200)));
+        assert_eq!(
+            pusher(&"a".repeat(201)),
+            Err(ChannelNameError::TooLong(200))
+        );
     }
 
     #[test]
@@ -349,7 +353,10 @@ mod tests {
         }
         assert!(pushi(&"a".repeat(250)).is_ok());
         assert!(pushi(&"a".repeat(1_000)).is_ok());
-        assert_eq!(pushi(&"a".repeat(1_001)), Err(ChannelNameError::TooLong(1_000)));
+        assert_eq!(
+            pushi(&"a".repeat(1_001)),
+            Err(ChannelNameError::TooLong(1_000))
+        );
         // Multi-byte characters count in bytes: 334 × 3 bytes is over.
         assert!(pushi(&"ç".repeat(500)).is_ok());
         assert!(pushi(&"€".repeat(334)).is_err());

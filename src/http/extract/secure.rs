@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
-use crate::listener::TlsTerminated;
 use crate::http::ServerContext;
+use crate::listener::TlsTerminated;
 
 pub struct Secure(pub bool);
 
