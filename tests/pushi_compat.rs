@@ -486,6 +486,14 @@ async fn health_details_are_a_superset_of_the_originals() {
         .rest("POST", "/webs", &[], Some(&web), Some(&sid))
         .await;
     assert_eq!(status, 200, "{reply}");
+    // A target too long to be indexed with a long channel name is refused up front.
+    let long = format!("https://example.com/{}", "p".repeat(1_500));
+    let too_long = json!({"url": long, "event": "x".repeat(1_000)});
+    let (status, reply) = server
+        .rest("POST", "/webs", &[], Some(&too_long), Some(&sid))
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("1500 bytes"));
 
     let (status, health) = server.operator_get("/health/detailed").await;
     assert_eq!(status, 200, "{health}");
