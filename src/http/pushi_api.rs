@@ -167,7 +167,7 @@ async fn create_app(
         ));
     }
     let name = fields.required("name")?.to_owned();
-    let mut settings = AppSettings::default();
+    let mut settings = AppSettings::pushi_profile();
     apply_settings(&mut settings, &fields)?;
     let app = ctx
         .hub
@@ -405,6 +405,11 @@ async fn create_subscription(
     let event = fields.required("event")?;
     ChannelName::parse(event, NameRules::Pushi)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The user's stream is `personal-{user_id}`: an id that cannot name it is refused here,
+    // not found out when the user's socket subscribes.
+    ChannelName::personal(user_id).map_err(|e| {
+        ApiError::bad_request(format!("user_id cannot name a personal channel: {e}"))
+    })?;
     let (record, _created) = ctx
         .hub
         .apps
