@@ -212,7 +212,8 @@ async fn a_rolling_restart_loses_no_acknowledged_event() {
         .as_array()
         .expect("events")
         .iter()
-        .filter_map(|e| match &e["data"] {
+        // Pushi's record: `data` holds the message, whose own `data` is the event's text.
+        .filter_map(|e| match &e["data"]["data"] {
             Value::String(text) => serde_json::from_str::<Value>(text).ok()?["seq"].as_u64(),
             data => data["seq"].as_u64(),
         })
