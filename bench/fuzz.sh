@@ -25,8 +25,9 @@ else
   export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
-  cargo build --release --bins
-  BIN_DIR="$ROOT/fuzz/target/release"
+  # An explicit --target keeps the instrumentation out of build scripts and proc macros.
+  cargo build --release --bins --target x86_64-unknown-linux-gnu
+  BIN_DIR="$ROOT/fuzz/target/x86_64-unknown-linux-gnu/release"
 fi
 
 status=0
