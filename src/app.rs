@@ -601,6 +601,30 @@ mod tests {
     }
 
     #[test]
+    fn text_values_take_the_settings_type() {
+        let typed = |name: &str, text: &str| typed_setting(name, json!(text));
+        assert_eq!(typed("client_events", "0"), json!(false));
+        assert_eq!(typed("client_events", "True"), json!(true));
+        assert_eq!(typed("max_payload_bytes", "20000"), json!(20000));
+        assert_eq!(typed("max_connections", ""), serde_json::Value::Null);
+        assert_eq!(
+            typed("history_max_age_secs", "null"),
+            serde_json::Value::Null
+        );
+        assert_eq!(typed("vapid_email", "123"), json!("123"));
+        assert_eq!(typed("smtp_url", ""), serde_json::Value::Null);
+        assert_eq!(typed("name", "true"), json!("true"));
+        assert_eq!(typed("enabled", "False"), json!(false));
+        assert_eq!(
+            typed("webhooks", r#"[{"url": "https://x.test"}]"#)[0]["url"],
+            "https://x.test"
+        );
+        // Left as text, for `apply` to refuse with the setting named.
+        assert_eq!(typed("client_events", "maybe"), json!("maybe"));
+        assert_eq!(typed_setting("client_events", json!(true)), json!(true));
+    }
+
+    #[test]
     fn apply_names_what_it_refuses() {
         let base = AppSettings::default();
         let field = |v| base.apply(&changes(v)).unwrap_err().field;

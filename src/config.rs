@@ -988,6 +988,63 @@ mod tests {
     }
 
     #[test]
+    fn legacy_auth_flag_over_env_over_file() {
+        assert!(!load(Flags::default(), &[]).unwrap().hub.legacy_auth);
+        assert!(
+            with_file("legacy_auth = true\n", &[])
+                .unwrap()
+                .hub
+                .legacy_auth
+        );
+        let c = with_file("legacy_auth = true\n", &[("PUSHI_LEGACY_AUTH", "0")]).unwrap();
+        assert!(!c.hub.legacy_auth);
+        let c = load(
+            Flags {
+                legacy_auth: Some(true),
+                ..Flags::default()
+            },
+            &[("PUSHI_LEGACY_AUTH", "0")],
+        )
+        .unwrap();
+        assert!(c.hub.legacy_auth);
+        assert!(load(Flags::default(), &[("PUSHI_LEGACY_AUTH", "perhaps")]).is_err());
+        // `--legacy-auth` alone means true.
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from(["pushi", "--legacy-auth"]).unwrap();
+        assert_eq!(cli.flags.legacy_auth, Some(true));
+        let cli = crate::cli::Cli::try_parse_from(["pushi", "--legacy-auth", "false"]).unwrap();
+        assert_eq!(cli.flags.legacy_auth, Some(false));
+    }
+
+    #[test]
+    fn configured_apps_get_a_stable_ident_that_is_not_the_key() {
+        let env = [
+            ("PUSHI_APP_ID", "3"),
+            ("PUSHI_APP_KEY", "the-key"),
+            ("PUSHI_APP_SECRET", "s"),
+        ];
+        let a = load(Flags::default(), &env).unwrap().static_apps[0].clone();
+        let b = load(Flags::default(), &env).unwrap().static_apps[0].clone();
+        assert_eq!(a.ident, b.ident, "the same on every start");
+        assert_eq!(a.ident.len(), 64);
+        assert!(a.ident.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.ident, a.key);
+        let mut with_ident = env.to_vec();
+        with_ident.push(("PUSHI_APP_IDENT", "my-ident"));
+        let c = load(Flags::default(), &with_ident).unwrap();
+        assert_eq!(c.static_apps[0].ident, "my-ident");
+        with_ident.pop();
+        with_ident.push(("PUSHI_APP_IDENT", "has/slash"));
+        assert!(message(load(Flags::default(), &with_ident)).contains("ident"));
+        assert!(load(Flags::default(), &[("PUSHI_APP_IDENT", "x")]).is_err());
+        let app = "[[apps]]\nid = \"7\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let c = with_file(&format!("{app}ident = \"{}\"\n", "a".repeat(64)), &[]).unwrap();
+        assert_eq!(c.static_apps[0].ident, "a".repeat(64));
+        let c = with_file(app, &[]).unwrap();
+        assert_eq!(c.static_apps[0].ident, crate::app::derived_ident("7", "k"));
+    }
+
+    #[test]
     fn app_tables_refuse_unknown_keys_and_bad_values() {
         let app = "[[apps]]\nid = \"7\"\nkey = \"k\"\nsecret = \"s\"\n";
         let m = message(with_file(&format!("{app}client_event = false\n"), &[]));
