@@ -3,8 +3,8 @@
 //!
 //! One reader per kind, used both when a setting is written (so a bad key is refused at once,
 //! with the setting named, instead of failing every delivery later) and when a delivery uses
-//! it. Pure: no I/O, no state; the parsing itself is the `p256` and `rustls-pki-types`
-//! crates'.
+//! it. Pure: no I/O, no state; the parsing itself is the `p256`, `rustls-pki-types` and
+//! `rustls-webpki` crates'.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -76,23 +76,29 @@ pub fn apn_auth_key(pem: &str) -> Result<SigningKey, String> {
         .map_err(|_| "invalid APN auth key: expected the .p8 P-256 private key (PEM)".to_owned())
 }
 
-/// Checks an APNs client certificate: at least one PEM `CERTIFICATE` block.
+/// Checks an APNs client certificate: PEM `CERTIFICATE` blocks, the first an X.509
+/// certificate `webpki` can read.
 pub fn apn_certificate(pem: &str) -> Result<(), String> {
     let pem = unescape_newlines(pem);
-    let mut certificates = CertificateDer::pem_slice_iter(pem.as_bytes());
-    match certificates.next() {
-        Some(Ok(_)) if certificates.all(|c| c.is_ok()) => Ok(()),
+    let certificates: Result<Vec<CertificateDer>, _> =
+        CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    match certificates.as_deref() {
+        Ok([first, ..]) => webpki::EndEntityCert::try_from(first)
+            .map(|_| ())
+            .map_err(|e| format!("not a readable X.509 certificate: {e}")),
         _ => Err("expected a PEM certificate (-----BEGIN CERTIFICATE-----)".into()),
     }
 }
 
 /// Checks an APNs client certificate's private key: one PEM private key (PKCS#8, PKCS#1 RSA
-/// or SEC1 EC).
+/// or SEC1 EC) that rustls can sign with, as the TLS client will.
 pub fn apn_client_key(pem: &str) -> Result<(), String> {
     let pem = unescape_newlines(pem);
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+    let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| "expected a PEM private key (PKCS#8, RSA or EC)".to_owned())?;
+    rustls::crypto::ring::sign::any_supported_type(&key)
         .map(|_| ())
-        .map_err(|_| "expected a PEM private key (PKCS#8, RSA or EC)".into())
+        .map_err(|e| format!("not a usable private key: {e}"))
 }
 
 #[cfg(test)]
@@ -109,5 +115,8 @@ mod tests {
         );
         assert!(apn_certificate("plain text").is_err());
         assert!(apn_client_key("plain text").is_err());
+        assert!(
+            apn_client_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err()
+        );
     }
 }
