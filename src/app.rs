@@ -35,6 +35,10 @@ pub struct AppSettings {
     pub persist_client_events: bool,
     /// Most channels one socket may be subscribed to at once.
     pub max_subscriptions_per_socket: usize,
+    /// Longest event name, in bytes (Pusher: 200).
+    pub max_event_name_len: usize,
+    /// Most channels one publish may name (Pusher: 100).
+    pub max_channels_per_publish: usize,
     /// Stored events older than this many seconds are deleted; `None` keeps them by age.
     pub history_max_age_secs: Option<u64>,
     /// Most stored events kept per channel (the oldest go first); `None` keeps them all.
@@ -157,6 +161,12 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("max_presence_user_id_len", 1, 1_000),
     ("client_event_rate", 1, 100_000),
     ("max_subscriptions_per_socket", 1, 100_000),
+    (
+        "max_event_name_len",
+        1,
+        crate::protocol::MAX_PUSHI_NAME_LEN as u64,
+    ),
+    ("max_channels_per_publish", 1, 10_000),
     ("history_max_age_secs", 60, 10 * 365 * 86_400),
     ("history_max_per_channel", 1, 100_000_000),
     ("deliveries_max_age_secs", 60, 365 * 86_400),
@@ -429,6 +439,8 @@ impl Default for AppSettings {
             public_client_events: false,
             persist_client_events: false,
             max_subscriptions_per_socket: 1_000,
+            max_event_name_len: crate::protocol::MAX_EVENT_NAME_LEN,
+            max_channels_per_publish: crate::protocol::MAX_TRIGGER_CHANNELS,
             history_max_age_secs: Some(30 * 86_400),
             history_max_per_channel: Some(10_000),
             deliveries_max_age_secs: 7 * 86_400,
@@ -436,6 +448,28 @@ impl Default for AppSettings {
             subscription_count: false,
             webhooks: Vec::new(),
             delivery: DeliverySettings::default(),
+        }
+    }
+}
+
+impl AppSettings {
+    /// The "Pushi" profile: what an app created through Pushi's REST API (`POST /apps`)
+    /// starts with, so an unmodified Pushi deployment keeps working. The original had no
+    /// limits at all; these admit what its apps practically did (20 KB events, a publish to a
+    /// few hundred channels, long event names and user ids, crowded presence channels) and
+    /// stay finite. Each can be changed per app like any setting. Apps created any other way
+    /// (configuration, `pushi apps create`, the admin API) start from [`Default`], Pusher's
+    /// limits. Both profiles are listed in docs/security.md.
+    pub fn pushi_profile() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_channels_per_publish: 1_000,
+            max_event_name_len: crate::protocol::MAX_PUSHI_NAME_LEN,
+            max_presence_user_id_len: 512,
+            max_presence_members: 1_000,
+            max_presence_user_info_bytes: 4 * 1024,
+            client_event_rate: 100,
+            ..Self::default()
         }
     }
 }
@@ -650,5 +684,39 @@ mod tests {
             "history_max_age_secs"
         );
         assert_eq!(field(json!({"max_connections": 0})), "max_connections");
+        assert_eq!(
+            field(json!({"max_event_name_len": 1_001})),
+            "max_event_name_len"
+        );
+        assert_eq!(
+            field(json!({"max_channels_per_publish": 0})),
+            "max_channels_per_publish"
+        );
+    }
+
+    #[test]
+    fn both_profiles_are_valid_and_the_pushi_one_admits_the_originals_sizes() {
+        AppSettings::default().validate().unwrap();
+        let pushi = AppSettings::pushi_profile();
+        pushi.validate().unwrap();
+        let pusher = AppSettings::default();
+        assert_eq!(pusher.max_event_name_len, 200);
+        assert_eq!(pusher.max_channels_per_publish, 100);
+        assert!(pushi.max_payload_bytes >= 20 * 1024);
+        assert!(pushi.max_channels_per_publish > 100);
+        assert!(pushi.max_event_name_len >= 250);
+        assert!(pushi.max_presence_user_id_len >= 200);
+        assert!(pushi.max_presence_members > 100);
+        // Settable like any other, and a stored app from before these settings loads with
+        // Pusher's values.
+        let changed = pushi
+            .apply(&changes(
+                json!({"max_channels_per_publish": 5, "max_event_name_len": 300}),
+            ))
+            .unwrap();
+        assert_eq!(changed.max_channels_per_publish, 5);
+        assert_eq!(changed.max_event_name_len, 300);
+        let old: AppSettings = serde_json::from_value(json!({"max_payload_bytes": 1})).unwrap();
+        assert_eq!(old.max_channels_per_publish, 100);
     }
 }

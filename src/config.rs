@@ -279,11 +279,11 @@ pub struct Flags {
     /// Seconds for a TLS handshake [default: 10; env PUSHI_HANDSHAKE_TIMEOUT]
     #[arg(long, global = true)]
     pub handshake_timeout: Option<u64>,
-    /// Proxies whose X-Forwarded-For is believed: addresses or CIDR ranges, comma-separated [env PUSHI_TRUSTED_PROXIES]
     /// The operator's listener (HOST:PORT): /metrics and health details without a token;
     /// keep it private [env PUSHI_ADMIN_ADDR]
     #[arg(long, global = true)]
     pub admin_addr: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed: addresses or CIDR ranges, comma-separated [env PUSHI_TRUSTED_PROXIES]
     #[arg(long, global = true, value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
     /// Non-public addresses deliveries may reach (intranet receivers, tests): addresses or CIDR ranges, comma-separated [env PUSHI_OUTBOUND_ALLOW]

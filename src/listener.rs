@@ -259,6 +259,11 @@ pub enum ListenerRole {
     Operator,
 }
 
+/// Whether a request's connection was TLS-terminated by this server (put on every request,
+/// beside [`ListenerRole`]); behind a proxy, see `http::extract::Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsTerminated(pub bool);
+
 /// One listening socket and how to serve it.
 pub struct Listener {
     pub tcp: TcpListener,
@@ -316,6 +321,7 @@ pub async fn serve(
             router: router.clone(),
             peer,
             role,
+            tls: TlsTerminated(tls.is_some()),
             stop: stop_accepting.clone(),
         };
         match &tls {
@@ -418,6 +424,7 @@ struct Connection {
     router: Router,
     peer: SocketAddr,
     role: ListenerRole,
+    tls: TlsTerminated,
     stop: watch::Receiver<bool>,
 }
 
@@ -429,9 +436,11 @@ impl Connection {
         let router = self.router;
         let peer = self.peer;
         let role = self.role;
+        let tls = self.tls;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(role);
+            request.extensions_mut().insert(tls);
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
         let io = TokioIo::new(io);

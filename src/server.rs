@@ -206,7 +206,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )
     .await?;
 
-    // Every app's series exist from the start, at zero.
+    // Every app's series exist from the start, at zero (in the recorder, so it goes first).
+    let metrics = crate::metrics::install();
     for app in hub.apps.all().await? {
         crate::metrics::AppMetrics::new(&app.id);
     }
@@ -215,7 +216,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         admission: admission.clone(),
         hub: hub.clone(),
         notifier: delivery.notifier.clone(),
-        metrics: crate::metrics::install(),
+        metrics,
         cluster: cluster.clone(),
         admin: http::pushi_api::AdminPolicy {
             token: config.admin_token.as_deref().map(std::sync::Arc::from),

@@ -132,6 +132,8 @@ fn every_setting() -> Value {
         "max_presence_members": 7,
         "max_presence_user_info_bytes": 512,
         "max_presence_user_id_len": 64,
+        "max_event_name_len": 150,
+        "max_channels_per_publish": 20,
         "client_event_rate": 3,
         "public_client_events": true,
         "persist_client_events": true,

@@ -206,6 +206,7 @@ store_tests! {
         finished_deliveries_expire_and_pending_ones_stay,
         expired_sessions_are_purged_in_batches,
         operators_retry_and_give_up_one_apps_deliveries,
+        the_longest_names_fit_every_index,
     ],
     db: [
         migrations_run_once,
@@ -1547,4 +1548,84 @@ async fn operators_retry_and_give_up_one_apps_deliveries(store: &dyn Store) {
     );
     let counts = store.delivery_counts("1").await.unwrap();
     assert_eq!((counts.pending, counts.delivered, counts.failed), (0, 1, 1));
+}
+
+/// `bytes` bytes of text that does not compress: the worst case for PostgreSQL, which refuses
+/// index rows over 2,704 bytes after compression. CJK characters (3 bytes each) or URL-safe
+/// ASCII, picked by a xorshift sequence.
+fn incompressible(bytes: usize, seed: u64, ascii: bool) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = String::with_capacity(bytes);
+    let width = if ascii { 1 } else { 3 };
+    while out.len() + width <= bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if ascii {
+            out.push(char::from(ALPHABET[(x % 64) as usize]));
+        } else {
+            out.push(char::from_u32(0x4e00 + (x % 20_000) as u32).expect("a CJK character"));
+        }
+    }
+    while out.len() < bytes {
+        out.push('a');
+    }
+    out
+}
+
+/// The longest names Pushi's rules admit (1,000-byte channel and event names, a 991-byte user
+/// id, the longest `personal-` channel, a 1,500-byte target) fit every table and index.
+async fn the_longest_names_fit_every_index(store: &dyn Store) {
+    let channel = incompressible(1_000, 1, false);
+    let name = incompressible(1_000, 2, false);
+    let user = incompressible(991, 3, false);
+    let personal = format!("personal-{user}");
+    assert_eq!(personal.len(), 1_000);
+
+    store
+        .create_subscription("1", &user, &channel)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.subscribed_channels("1", &user).await.unwrap(),
+        vec![channel.clone()]
+    );
+    let saved = store
+        .save_events("1", &[event(&channel, &name), event(&personal, &name)])
+        .await
+        .unwrap();
+    assert_eq!(saved[0].channel, channel);
+    assert_eq!(saved[0].event, name);
+    let history = store.channel_history("1", &channel, 0, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    let personal_history = store.personal_history("1", &user, 0, 10).await.unwrap();
+    assert_eq!(personal_history[0].channel, channel);
+
+    for (kind, event) in [
+        (TargetKind::Web, &channel),
+        (TargetKind::WebPush, &personal),
+    ] {
+        let target = format!(
+            "https://push.example.com/{}",
+            incompressible(1_475, 4, true)
+        );
+        assert_eq!(target.len(), 1_500);
+        store
+            .create_target(
+                "1",
+                NewTarget {
+                    kind,
+                    target,
+                    event: event.clone(),
+                    p256dh: (kind == TargetKind::WebPush).then(|| "p".repeat(87)),
+                    auth: (kind == TargetKind::WebPush).then(|| "a".repeat(22)),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let counts = store.target_counts().await.unwrap();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts.iter().all(|c| c.targets == 1 && c.apps == 1));
 }

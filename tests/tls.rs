@@ -341,3 +341,59 @@ async fn after_shutdown_begins_no_connection_is_accepted() {
         .expect("shutdown finishes")
         .expect("shutdown task");
 }
+
+/// The `Set-Cookie` header of a Pushi login, over whatever stream it is given.
+async fn login_cookie<S>(stream: &mut S, server: &TestServer, extra: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let app = &server.app;
+    let request = format!(
+        "GET /login?app_id={}&app_key={}&app_secret={} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n",
+        app.id, app.key, app.secret
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    text.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie in {text}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn session_cookie_is_secure_over_tls_or_behind_a_trusted_proxy_only() {
+    let pki = Pki::new();
+    let files = pki.issue("api", "cert-first");
+    let server = TestServer::start_with(|c| c.http_tls = Some(files)).await;
+    let mut stream = tls_connect(&pki, server.running().http_addr, &[b"http/1.1"]).await;
+    let cookie = login_cookie(&mut stream, &server, "").await;
+    assert!(cookie.contains("SameSite=None; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+
+    // Plain HTTP: a client cannot claim https for itself...
+    let server = TestServer::start().await;
+    let mut plain = tokio::net::TcpStream::connect(server.running().http_addr)
+        .await
+        .expect("connect");
+    let cookie = login_cookie(&mut plain, &server, "X-Forwarded-Proto: https\r\n").await;
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+
+    // ...but a trusted proxy that terminated TLS can.
+    let server = TestServer::start_with(|c| c.listener.trusted_proxies = common::loopback()).await;
+    let mut proxied = tokio::net::TcpStream::connect(server.running().http_addr)
+        .await
+        .expect("connect");
+    let cookie = login_cookie(&mut proxied, &server, "X-Forwarded-Proto: https\r\n").await;
+    assert!(cookie.contains("SameSite=None; Secure"), "{cookie}");
+    let mut proxied = tokio::net::TcpStream::connect(server.running().http_addr)
+        .await
+        .expect("connect");
+    let cookie = login_cookie(&mut proxied, &server, "X-Forwarded-Proto: http\r\n").await;
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}

@@ -184,6 +184,8 @@ const FIELDS = [
     ["max_presence_user_info_bytes", "uint", "Presence user_info bytes"],
     ["max_presence_user_id_len", "uint", "Presence user id length"],
     ["max_subscriptions_per_socket", "uint", "Channels per socket"],
+    ["max_event_name_len", "uint", "Event name bytes"],
+    ["max_channels_per_publish", "uint", "Channels per publish"],
   ]],
   ["Retention", [
     ["history_max_age_secs", "optuint", "Keep stored events for (seconds; empty: forever)"],

@@ -1,4 +1,5 @@
-//! Health and metrics endpoints, for load balancers and monitoring. No authentication.
+//! Health and metrics endpoints, for load balancers and monitoring. No authentication, but
+//! for `/metrics` and `/health/detailed`, which are the operator's (see `layers`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,6 +9,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::ServerContext;
+use crate::store::TargetKind;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -74,14 +76,25 @@ async fn ready(State(ctx): State<ServerContext>) -> impl IntoResponse {
     }
 }
 
+/// Every check, with the fields the original Pushi's monitoring reads (a superset of them,
+/// with the same types): `database.app_count`, `websocket.messages_sent`, `checks.handlers`
+/// and a float `timestamp`. Operator-only (see `layers`): it counts every app.
 async fn detailed(State(ctx): State<ServerContext>) -> Json<Value> {
+    let store = ctx.hub.apps.store();
     let started = std::time::Instant::now();
-    let database = match ctx.hub.apps.store().ping().await {
-        Ok(()) => json!({
-            "status": "ok",
-            "latency_ms": (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0,
-        }),
-        Err(e) => json!({"status": "error", "error": e.to_string()}),
+    // Milliseconds with two decimals, as the original reports them.
+    let latency = || (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    let database = match store.ping().await {
+        Ok(()) => {
+            let mut database = json!({"status": "ok", "latency_ms": latency()});
+            if let Ok(apps) = ctx.hub.apps.all().await {
+                database["app_count"] = json!(apps.len());
+            }
+            database
+        }
+        Err(e) => {
+            json!({"status": "error", "error": e.to_string(), "latency_ms": latency()})
+        }
     };
     let cluster = match &ctx.cluster {
         Some(c) => json!({
@@ -91,18 +104,62 @@ async fn detailed(State(ctx): State<ServerContext>) -> Json<Value> {
         }),
         None => json!({"status": "ok", "mode": "single node"}),
     };
-    let ok = database["status"] == "ok" && cluster["status"] == "ok";
+    let handlers = handlers(&ctx).await;
+    let ok = [&database, &cluster, &handlers]
+        .iter()
+        .all(|check| check["status"] == "ok");
     Json(json!({
         "status": if ok { "ok" } else { "degraded" },
         "service": "pushi",
         "version": VERSION,
-        "timestamp": crate::clock::now_unix(),
+        "timestamp": crate::clock::now_unix_f64(),
         "checks": {
             "database": database,
-            "websocket": {"status": "ok", "connections": ctx.hub.live_sockets()},
+            "websocket": {
+                "status": "ok",
+                "connections": ctx.hub.live_sockets(),
+                "messages_sent": ctx.hub.frames_sent(),
+            },
+            "handlers": handlers,
             "cluster": cluster,
         },
     }))
+}
+
+/// Pushi's `handlers` check: per offline-delivery kind (Pushi's handler names), how many
+/// targets are subscribed and in how many apps, plus the outbox's pending deliveries.
+async fn handlers(ctx: &ServerContext) -> Value {
+    let store = ctx.hub.apps.store();
+    let counts = match store.target_counts().await {
+        Ok(counts) => counts,
+        Err(e) => return json!({"status": "degraded", "error": e.to_string(), "handlers": []}),
+    };
+    // In the original's order.
+    let kinds = [
+        TargetKind::Apn,
+        TargetKind::Smtp,
+        TargetKind::Web,
+        TargetKind::WebPush,
+    ];
+    let handlers: Vec<Value> = kinds
+        .iter()
+        .map(|kind| {
+            let count = counts.iter().find(|c| c.kind == *kind);
+            json!({
+                "name": kind.as_str(),
+                "status": "ok",
+                "stats": {
+                    "subscription_count": count.map_or(0, |c| c.targets),
+                    "app_count": count.map_or(0, |c| c.apps),
+                },
+            })
+        })
+        .collect();
+    let mut out = json!({"status": "ok", "handlers": handlers});
+    if let Ok(pending) = store.pending_deliveries().await {
+        out["pending_deliveries"] = json!(pending);
+    }
+    out
 }
 
 async fn metrics(State(ctx): State<ServerContext>) -> impl IntoResponse {

@@ -261,7 +261,14 @@ async fn channels(State(ctx): State<ServerContext>, signed: Signed) -> ApiResult
         ));
     }
     let mut out = Map::new();
-    for (name, stats) in signed.state.occupied_channels(prefix) {
+    // Only names a Pusher client could use: a channel only Pushi clients can name
+    // (`news/eu`) would be a name this API then refuses in every other call.
+    let listed = signed
+        .state
+        .occupied_channels(prefix)
+        .into_iter()
+        .filter(|(name, _)| NameRules::Pusher.check(name).is_ok());
+    for (name, stats) in listed {
         let mut attrs = Map::new();
         if info.user_count {
             attrs.insert("user_count".into(), json!(stats.user_count));

@@ -23,7 +23,9 @@ use serde_json::{Map, Value, json};
 use super::ServerContext;
 use super::admin::apps::configured_refusal;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Fields, Session, Signed, flag_value, session_from_form, session_token};
+use super::extract::{
+    Fields, Secure, Session, Signed, flag_value, session_from_form, session_token,
+};
 use super::pushi_json::{record_json, success};
 use crate::app::{App, AppSettings, NewApp, typed_setting};
 use crate::hub::{Publish, SocketId};
@@ -112,7 +114,11 @@ fn subscription_json(record: &SubscriptionRecord, instance: &str) -> Value {
     out
 }
 
-async fn login(State(ctx): State<ServerContext>, fields: Fields) -> ApiResult<Response> {
+async fn login(
+    State(ctx): State<ServerContext>,
+    Secure(secure): Secure,
+    fields: Fields,
+) -> ApiResult<Response> {
     let app_id = fields.required("app_id")?;
     let key = fields.required("app_key")?;
     let secret = fields.required("app_secret")?;
@@ -137,7 +143,13 @@ async fn login(State(ctx): State<ServerContext>, fields: Fields) -> ApiResult<Re
         ));
     };
     let token = ctx.hub.apps.store().create_session(&app.id).await?;
-    let cookie = format!("sid={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_MAX_AGE}");
+    // pushi.js calls the REST API from the app's own pages, usually another site, with
+    // credentials: over TLS the cookie must be `SameSite=None` (which browsers accept only
+    // with `Secure`) to travel there, as the original's unmarked cookie did. Plain HTTP keeps
+    // `Lax`, the most a non-secure cookie can have.
+    let same_site = if secure { "None; Secure" } else { "Lax" };
+    let cookie =
+        format!("sid={token}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={SESSION_MAX_AGE}");
     Ok((
         [(header::SET_COOKIE, cookie)],
         Json(json!({"token": token})),
@@ -165,7 +177,7 @@ async fn create_app(
     }
     fields.required("name")?;
     // The settings an app created here starts from, before the request's own.
-    let base = AppSettings::default();
+    let base = AppSettings::pushi_profile();
     // Checked on a draft first, so nothing is stored unless every field is valid.
     let draft = NewApp {
         settings: base,
@@ -402,6 +414,11 @@ async fn subscribe_user(ctx: &ServerContext, app: &App, fields: &Fields) -> ApiR
     let event = fields.required("event")?;
     ChannelName::parse(event, NameRules::Pushi)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The user's stream is `personal-{user_id}`: an id that cannot name it is refused here,
+    // not found out when the user's socket subscribes.
+    ChannelName::personal(user_id).map_err(|e| {
+        ApiError::bad_request(format!("user_id cannot name a personal channel: {e}"))
+    })?;
     let (record, _created) = ctx
         .hub
         .apps

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -38,6 +38,9 @@ pub struct AppState {
     /// a socket of this node changed it (only that node reports the webhook).
     counts_changed: Mutex<HashMap<Arc<str>, bool>>,
     pub(super) connections: AtomicUsize,
+    /// Frames this node has queued to this app's sockets since start (the health details'
+    /// `messages_sent`; the metric series cannot be read back).
+    pub(super) frames_sent: AtomicU64,
     hooks: Option<HookSender>,
     pub(super) cluster: Option<Arc<dyn ClusterView>>,
     /// What the dashboard's debug console and live view watch.
@@ -77,6 +80,7 @@ impl AppState {
             cache: DashMap::new(),
             counts_changed: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
+            frames_sent: AtomicU64::new(0),
             debug: DebugTap::default(),
             metrics: AppMetrics::new(&app_id),
         }

@@ -102,6 +102,8 @@ impl AppState {
             }
         }
         self.metrics.frames_sent.increment(sent as u64);
+        self.frames_sent
+            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
         self.metrics.bytes_sent.increment(bytes as u64);
         sent
     }

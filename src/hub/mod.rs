@@ -243,4 +243,12 @@ impl Hub {
     pub fn live_sockets(&self) -> usize {
         self.live_sockets.load(Ordering::Acquire)
     }
+
+    /// Frames queued to this node's sockets since start, every app together.
+    pub fn frames_sent(&self) -> u64 {
+        self.states
+            .iter()
+            .map(|state| state.frames_sent.load(Ordering::Relaxed))
+            .sum()
+    }
 }

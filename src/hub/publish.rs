@@ -199,10 +199,11 @@ impl Hub {
         Ok(sent)
     }
 
-    /// Whether `publish` may be published in `state`'s app: at least one and at most
-    /// [`protocol::MAX_TRIGGER_CHANNELS`] channels, a valid event name (never a server event's
-    /// for a client event), data and extra keys together within the app's payload limit, and
-    /// no extra key the server sets itself. Checks only; publishes nothing.
+    /// Whether `publish` may be published in `state`'s app: at least one and at most the
+    /// app's `max_channels_per_publish` channels, an event name within its
+    /// `max_event_name_len` (never a server event's for a client event), data and extra keys
+    /// together within its payload limit, and no extra key the server sets itself. Checks
+    /// only; publishes nothing.
     pub fn validate(state: &AppState, publish: &Publish<'_>) -> Result<(), PublishError> {
         Self::check(state, publish).map(drop)
     }
@@ -213,13 +214,14 @@ impl Hub {
         if publish.channels.is_empty() {
             return Err(PublishError::Invalid("no channel given".into()));
         }
-        if publish.channels.len() > protocol::MAX_TRIGGER_CHANNELS {
+        if publish.channels.len() > app.settings.max_channels_per_publish {
             return Err(PublishError::Invalid(format!(
                 "at most {} channels per event",
-                protocol::MAX_TRIGGER_CHANNELS
+                app.settings.max_channels_per_publish
             )));
         }
-        protocol::channel::validate_event_name(publish.event).map_err(PublishError::Invalid)?;
+        protocol::channel::validate_event_name(publish.event, app.settings.max_event_name_len)
+            .map_err(PublishError::Invalid)?;
         if publish.sender.is_some() && protocol::channel::is_reserved_event_name(publish.event) {
             return Err(PublishError::Invalid(format!(
                 "event names starting with {} are reserved for the server",

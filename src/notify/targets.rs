@@ -65,6 +65,12 @@ impl TargetService {
     /// when a delivery resolves it: what it resolves to now says nothing about later.)
     pub fn check_target(&self, kind: TargetKind, target: &str) -> Result<(), NotifyError> {
         let refuse = |why: String| Err(NotifyError::Invalid(why));
+        if target.len() > MAX_TARGET_LEN {
+            return refuse(format!(
+                "the target is longer than {MAX_TARGET_LEN} bytes ({} bytes)",
+                target.len()
+            ));
+        }
         match kind {
             TargetKind::Web | TargetKind::WebPush => match reqwest::Url::parse(target) {
                 Err(e) => refuse(format!("{target:?} is not a URL: {e}")),
@@ -196,6 +202,12 @@ impl TargetService {
         cached.index = None;
     }
 }
+
+/// Longest target (URL, e-mail address, token, endpoint) in bytes. A target is stored in one
+/// unique index with its channel name (up to 1,000 bytes under Pushi's rules), and
+/// PostgreSQL refuses index rows over 2,704 bytes; real targets are far shorter (push
+/// endpoints are a few hundred bytes).
+pub const MAX_TARGET_LEN: usize = 1_500;
 
 /// Channels that need a signature to subscribe need one here too.
 fn needs_signature(channel: &str) -> bool {

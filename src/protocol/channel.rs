@@ -7,10 +7,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Dialect, MAX_CHANNEL_NAME_LEN};
+use super::{Dialect, MAX_CHANNEL_NAME_LEN, MAX_PUSHI_NAME_LEN};
 
 /// The prefix of the per-user channel a signed-in socket may join without a signature.
 pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
+
+/// The prefix of Pushi's per-user channel, which expands to the user's subscriptions.
+pub const PERSONAL_PREFIX: &str = "personal-";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelKind {
@@ -37,7 +40,7 @@ impl ChannelKind {
             Self::Private
         } else if n.starts_with("presence-") {
             Self::Presence
-        } else if n.starts_with("personal-") {
+        } else if n.starts_with(PERSONAL_PREFIX) {
             Self::Personal
         } else if n.starts_with("peer-") {
             Self::Peer
@@ -61,38 +64,99 @@ pub struct ChannelName(Arc<str>);
 pub enum ChannelNameError {
     #[error("channel name is empty")]
     Empty,
-    #[error("channel name is longer than {MAX_CHANNEL_NAME_LEN} characters")]
-    TooLong,
+    #[error("channel name is longer than {0} bytes")]
+    TooLong(usize),
     #[error("channel name {0:?} contains a character outside [A-Za-z0-9_-=@,.;]")]
     BadCharacter(String),
+    /// Pushi's rules: a control character, or a line or paragraph separator (`U+XXXX`), at
+    /// this byte offset. The name itself is not repeated: it is what could not be printed.
+    #[error("channel name contains an unprintable character ({0}) at byte {1}")]
+    Unprintable(String, usize),
 }
 
-/// Which character set names may use: Pusher's, or Pushi's (which adds `:` and `&` for peer
-/// channels and is otherwise the same).
+/// Which names a dialect accepts.
+///
+/// - **Pusher** (Pusher-protocol sockets, Pusher's HTTP API): Pusher's documented rules, at
+///   most 200 characters of `[A-Za-z0-9_-=@,.;]`, plus `#server-to-user-{id}`.
+/// - **Pushi** (Pushi-dialect sockets, Pushi's REST API, the operator's own tools): what the
+///   original Pushi served, any printable text (letters of any script, `/`, spaces, `#`, `+`,
+///   `:`, `&`, ...) up to [`MAX_PUSHI_NAME_LEN`] bytes. Refused is only what could break a
+///   frame, a log line or a statement: control characters (NUL, newlines, tabs, escape, C1),
+///   the Unicode line and paragraph separators, and longer names. Names are Rust strings, so
+///   invalid UTF-8 never gets this far (a WebSocket text frame that is not UTF-8 is closed
+///   with 1007, a JSON body with 400; query and form values have it replaced by U+FFFD).
+///
+/// Every Pusher name is a Pushi name, so a channel named under Pusher's rules is reachable
+/// from both dialects; a Pushi-only name (`news/eu`) can never be subscribed to by a Pusher
+/// socket and so never matches one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameRules {
     Pusher,
     Pushi,
 }
 
-impl ChannelName {
-    pub fn parse(name: &str, rules: NameRules) -> Result<Self, ChannelNameError> {
+impl NameRules {
+    /// The longest name these rules accept, in bytes.
+    pub fn max_len(self) -> usize {
+        match self {
+            Self::Pusher => MAX_CHANNEL_NAME_LEN,
+            Self::Pushi => MAX_PUSHI_NAME_LEN,
+        }
+    }
+
+    /// Whether `name` is a valid channel name under these rules.
+    pub fn check(self, name: &str) -> Result<(), ChannelNameError> {
         if name.is_empty() {
             return Err(ChannelNameError::Empty);
         }
-        if name.len() > MAX_CHANNEL_NAME_LEN {
-            return Err(ChannelNameError::TooLong);
+        if name.len() > self.max_len() {
+            return Err(ChannelNameError::TooLong(self.max_len()));
         }
-        let body = name.strip_prefix(SERVER_TO_USER_PREFIX).unwrap_or(name);
-        let allowed = |c: char| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
-                || (rules == NameRules::Pushi && matches!(c, ':' | '&'))
-        };
-        if body.is_empty() || !body.chars().all(allowed) {
-            return Err(ChannelNameError::BadCharacter(name.to_owned()));
+        match self {
+            Self::Pusher => {
+                let body = name.strip_prefix(SERVER_TO_USER_PREFIX).unwrap_or(name);
+                let allowed = |c: char| {
+                    c.is_ascii_alphanumeric()
+                        || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
+                };
+                if body.is_empty() || !body.chars().all(allowed) {
+                    return Err(ChannelNameError::BadCharacter(name.to_owned()));
+                }
+            }
+            Self::Pushi => {
+                if let Some((at, c)) = name.char_indices().find(|(_, c)| !is_printable(*c)) {
+                    return Err(ChannelNameError::Unprintable(
+                        format!("U+{:04X}", u32::from(c)),
+                        at,
+                    ));
+                }
+            }
         }
+        Ok(())
+    }
+}
+
+/// Pushi's notion of printable: anything but control characters and the two Unicode
+/// separators that end a line in logs and JavaScript.
+fn is_printable(c: char) -> bool {
+    !c.is_control() && !matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+impl ChannelName {
+    pub fn parse(name: &str, rules: NameRules) -> Result<Self, ChannelNameError> {
+        rules.check(name)?;
         Ok(Self(Arc::from(name)))
+    }
+
+    /// `personal-{user}`, the channel Pushi expands to every channel `user` subscribed to
+    /// (`POST /subscriptions`). Fails only for ids that cannot make a channel name.
+    pub fn personal(user: &str) -> Result<Self, ChannelNameError> {
+        Self::parse(&format!("{PERSONAL_PREFIX}{user}"), NameRules::Pushi)
+    }
+
+    /// For `personal-{user}`, the user.
+    pub fn personal_user(&self) -> Option<&str> {
+        self.as_str().strip_prefix(PERSONAL_PREFIX)
     }
 
     pub fn as_str(&self) -> &str {
@@ -149,17 +213,28 @@ impl ChannelName {
     }
 
     /// For `peer-{base}:{a}&{b}`: the presence channel it pairs members of, and the two ids.
+    ///
+    /// A name has exactly one reading, so it always pairs the same two users: the base ends
+    /// at the last `:` and the ids are split at the only `&`. The base may hold any character
+    /// (`presence-room:1` pairs as `peer-room:1:{a}&{b}`); ids holding `:` or `&` have no
+    /// peer channel (a name with a second `&` pairs nobody), where the original split on the
+    /// first `&` and could read one name as two different pairs.
     pub fn peer_parts(&self) -> Option<(String, &str, &str)> {
         let rest = self.as_str().strip_prefix("peer-")?;
         let (base, tail) = rest.rsplit_once(':')?;
         let (a, b) = tail.split_once('&')?;
-        (!base.is_empty() && !a.is_empty() && !b.is_empty())
+        (!base.is_empty() && !a.is_empty() && !b.is_empty() && !b.contains('&'))
             .then(|| (format!("presence-{base}"), a, b))
     }
 
-    /// The peer channel pairing `a` and `b` in `presence_channel` (ids sorted, as Pushi does).
+    /// The peer channel pairing `a` and `b` in `presence_channel` (ids sorted, as Pushi does);
+    /// `None` for ids that cannot be paired (see [`ChannelName::peer_parts`]) or a name over
+    /// the length limit.
     pub fn peer_of(presence_channel: &str, a: &str, b: &str) -> Option<Self> {
         let base = presence_channel.strip_prefix("presence-")?;
+        if [a, b].iter().any(|id| id.contains([':', '&'])) {
+            return None;
+        }
         let (first, second) = if a <= b { (a, b) } else { (b, a) };
         Self::parse(&format!("peer-{base}:{first}&{second}"), NameRules::Pushi).ok()
     }
@@ -198,15 +273,12 @@ pub fn is_reserved_event_name(name: &str) -> bool {
     RESERVED_EVENT_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Event names: non-empty, at most 200 bytes.
-pub fn validate_event_name(name: &str) -> Result<(), String> {
+/// Event names: non-empty, at most `max_len` bytes (the app's `max_event_name_len`).
+pub fn validate_event_name(name: &str, max_len: usize) -> Result<(), String> {
     if name.is_empty() {
         Err("event name is empty".into())
-    } else if name.len() > super::MAX_EVENT_NAME_LEN {
-        Err(format!(
-            "event name is longer than {} characters",
-            super::MAX_EVENT_NAME_LEN
-        ))
+    } else if name.len() > max_len {
+        Err(format!("event name is longer than {max_len} bytes"))
     } else {
         Ok(())
     }
@@ -251,6 +323,71 @@ mod tests {
         assert!(pusher("peer-chat:alice&bob").is_err());
         assert!(ChannelName::parse("peer-chat:alice&bob", NameRules::Pushi).is_ok());
         assert!(pusher("a-_=@,.;Z9").is_ok());
+        assert_eq!(
+            pusher(&"a".repeat(201)),
+            Err(ChannelNameError::TooLong(200))
+        );
+    }
+
+    #[test]
+    fn pushi_names_are_any_printable_text() {
+        let pushi = |n: &str| ChannelName::parse(n, NameRules::Pushi);
+        for name in [
+            "news/eu",
+            "canal-ação",
+            "with space",
+            "hash#tag",
+            "a+b@example.com",
+            "personal-john+1@example.com",
+            "peer-chat:ann lee&bob",
+            "日本語のチャンネル",
+            "emoji 🎉",
+            "#other",
+            "#server-to-user-42",
+        ] {
+            assert!(pushi(name).is_ok(), "{name}");
+            assert_eq!(pusher(name).is_ok(), name == "#server-to-user-42", "{name}");
+        }
+        assert!(pushi(&"a".repeat(250)).is_ok());
+        assert!(pushi(&"a".repeat(1_000)).is_ok());
+        assert_eq!(
+            pushi(&"a".repeat(1_001)),
+            Err(ChannelNameError::TooLong(1_000))
+        );
+        // Multi-byte characters count in bytes: 334 × 3 bytes is over.
+        assert!(pushi(&"ç".repeat(500)).is_ok());
+        assert!(pushi(&"€".repeat(334)).is_err());
+        assert_eq!(pushi(""), Err(ChannelNameError::Empty));
+        assert!(pusher("#server-to-user-").is_err());
+        for (name, code, at) in [
+            ("a\nb", "U+000A", 1),
+            ("a\rb", "U+000D", 1),
+            ("\0", "U+0000", 0),
+            ("tab\there", "U+0009", 3),
+            ("esc\u{1b}[31m", "U+001B", 3),
+            ("del\u{7f}", "U+007F", 3),
+            ("c1\u{85}", "U+0085", 2),
+            ("ls\u{2028}", "U+2028", 2),
+            ("ps\u{2029}", "U+2029", 2),
+        ] {
+            assert_eq!(
+                pushi(name),
+                Err(ChannelNameError::Unprintable(code.into(), at)),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn personal_channels_take_any_user_id() {
+        for user in ["john+1@example.com", "ann lee", "personal-x", "ação"] {
+            let channel = ChannelName::personal(user).unwrap();
+            assert_eq!(channel.kind(), ChannelKind::Personal);
+            assert_eq!(channel.personal_user(), Some(user));
+        }
+        assert!(ChannelName::personal("a\nb").is_err());
+        assert!(ChannelName::personal(&"u".repeat(991)).is_ok());
+        assert!(ChannelName::personal(&"u".repeat(992)).is_err());
     }
 
     #[test]
@@ -293,5 +430,22 @@ mod tests {
                 .peer_parts(),
             None
         );
+        let peer = ChannelName::peer_of("presence-room:1", "bob", "ann lee").unwrap();
+        assert_eq!(peer.as_str(), "peer-room:1:ann lee&bob");
+        assert_eq!(
+            peer.peer_parts(),
+            Some(("presence-room:1".to_owned(), "ann lee", "bob"))
+        );
+        let peer = ChannelName::peer_of("presence-chat", "john+1@example.com", "ann").unwrap();
+        assert_eq!(
+            peer.peer_parts(),
+            Some(("presence-chat".to_owned(), "ann", "john+1@example.com"))
+        );
+        // Ids with ':' or '&' would make a name readable as two pairs: none is built, and a
+        // name with a second '&' pairs nobody.
+        assert_eq!(ChannelName::peer_of("presence-chat", "a&b", "c"), None);
+        assert_eq!(ChannelName::peer_of("presence-chat", "a", "b:c"), None);
+        let ambiguous = ChannelName::parse("peer-chat:a&b&c", NameRules::Pushi).unwrap();
+        assert_eq!(ambiguous.peer_parts(), None);
     }
 }

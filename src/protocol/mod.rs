@@ -25,13 +25,21 @@ pub enum Dialect {
 /// The protocol versions a Pusher client may announce in `?protocol=`; pusher-js sends 7.
 pub const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 
-/// Longest event name accepted (Pusher's documented limit).
+/// Longest event name accepted (Pusher's documented limit): the default of the per-app
+/// `max_event_name_len`.
 pub const MAX_EVENT_NAME_LEN: usize = 200;
 
-/// Longest channel name accepted. Pusher documents 164 but its SDKs allow 200; accept 200.
+/// Longest channel name Pusher's rules accept. Pusher documents 164 but its SDKs allow 200;
+/// accept 200.
 pub const MAX_CHANNEL_NAME_LEN: usize = 200;
 
-/// Most channels one HTTP trigger may address.
+/// Longest channel name Pushi's rules accept, in bytes: the original had no limit, and real
+/// names (paths, e-mail addresses, titles) fit well within this. Also the ceiling of the
+/// per-app `max_event_name_len`, so every name the server handles fits one bound.
+pub const MAX_PUSHI_NAME_LEN: usize = 1_000;
+
+/// Most channels one publish may address (Pusher's limit): the default of the per-app
+/// `max_channels_per_publish`.
 pub const MAX_TRIGGER_CHANNELS: usize = 100;
 
 /// Most events one batch trigger may carry.

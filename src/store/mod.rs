@@ -27,7 +27,7 @@ pub use housekeeping::{Housekeeper, HousekeepingConfig, Retention, Swept};
 pub use records::{
     DeliveryCounts, DeliveryKind, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord,
     ExpiredEvents, NewDelivery, NewEvent, NewTarget, SESSION_TTL_SECS, SubscriptionRecord,
-    TargetKind, TargetRecord,
+    TargetCount, TargetKind, TargetRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +181,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<TargetRecord>, StoreError>;
     /// Every target of the app, all kinds, by id.
     async fn all_targets(&self, app_id: &str) -> Result<Vec<TargetRecord>, StoreError>;
+    /// Per kind, how many targets exist and in how many apps, across every app: the
+    /// operator's health details. Kinds without targets are left out.
+    async fn target_counts(&self) -> Result<Vec<TargetCount>, StoreError>;
 
     // Outbox (durable offline deliveries) ------------------------------------------------
 

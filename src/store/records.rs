@@ -120,6 +120,14 @@ impl TargetKind {
     }
 }
 
+/// How many targets of one kind exist, and in how many apps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetCount {
+    pub kind: TargetKind,
+    pub targets: i64,
+    pub apps: i64,
+}
+
 /// A delivery target: `target` (URL, email, token or endpoint) wants the events of `event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetRecord {

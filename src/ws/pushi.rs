@@ -218,7 +218,9 @@ impl Connection {
             return;
         }
         let app = self.app();
-        let user = channel.as_str().trim_start_matches("personal-");
+        let Some(user) = channel.personal_user() else {
+            return;
+        };
         let store = self.hub.apps.store().clone();
         let aliases = match store.subscribed_channels(&app.id, user).await {
             Ok(list) => list,
@@ -333,7 +335,7 @@ impl Connection {
             data.count.min(MAX_LATEST)
         };
         let store = self.hub.apps.store().clone();
-        let history = match channel.as_str().strip_prefix("personal-") {
+        let history = match channel.personal_user() {
             Some(user) => {
                 store
                     .personal_history(&app.id, user, data.skip, count)

@@ -5,6 +5,7 @@
 #   PUSHI_BIN=/path/to/pushi tests/interop/run.sh
 #   tests/interop/run.sh node       # only the Node suite (pusher-js 8 + npm pusher 5)
 #   tests/interop/run.sh python     # only the Python suite (PyPI pusher 3)
+#   PUSHI_INTEROP_TLS=1 tests/interop/run.sh   # the same over https:// and wss:// only
 #
 # Installs its own dependencies (npm ci in node/, a venv in .venv), starts the server on two free
 # loopback ports with a throwaway SQLite database, runs the suites, and stops the server.
@@ -122,6 +123,15 @@ name = "counting"
 subscription_count = true
 TOML
 export PUSHI_CONFIG="$WORKDIR/pushi.toml"
+# The cluster check below reads /health/detailed, which is the operator's.
+export PUSHI_ADMIN_TOKEN="interop-admin-token-$$"
+
+# --- TLS (PUSHI_INTEROP_TLS=1): https/wss only, with a throwaway CA -------------------------------
+. "$HERE/tls-pki.sh"
+if [ "${PUSHI_INTEROP_TLS:-0}" = 1 ]; then
+  log "TLS: a throwaway CA and a server certificate"
+  make_test_pki "$WORKDIR"
+fi
 
 # start_node NAME HTTP_PORT WS_PORT [extra args...]
 start_node() {
@@ -137,7 +147,7 @@ start_node() {
       log "$name exited before becoming ready"
       exit 1
     fi
-    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$http/health/ready" 2>/dev/null; then
+    if curl -fsS "${CURL_TLS[@]}" -o /dev/null --max-time 1 "$SCHEME://127.0.0.1:$http/health/ready" 2>/dev/null; then
       log "$name ready"
       return 0
     fi
@@ -155,7 +165,8 @@ if [ -n "${PUSHI_INTEROP_CLUSTER:-}" ]; then
   start_node node-b "$HTTP_PORT" "$OTHER_WS" "${cluster[@]}" --node-id node-b \
     --database-url "sqlite://$WORKDIR/b.db"
   for _ in $(seq 100); do
-    if curl -fsS --max-time 1 "http://127.0.0.1:$HTTP_PORT/health/detailed" 2>/dev/null | grep -q '"peers":\["node-a"\]'; then
+    if curl -fsS "${CURL_TLS[@]}" --max-time 1 -H "Authorization: Bearer $PUSHI_ADMIN_TOKEN" \
+      "$SCHEME://127.0.0.1:$HTTP_PORT/health/detailed" 2>/dev/null | grep -q '"peers":\["node-a"\]'; then
       log "cluster formed (WebSocket clients on node-a, HTTP API on node-b)"
       break
     fi

@@ -2,16 +2,18 @@
 //!
 //! [`Signed`] authenticates a Pusher HTTP API request by its signature; [`Session`] finds the
 //! app a Pushi REST request is logged into; [`Fields`] reads a Pushi request's named values
-//! from the query string and the body alike. Each refuses a request with an [`ApiError`]
+//! from the query string and the body alike; [`Secure`] says whether the client came over TLS. Each refuses a request with an [`ApiError`]
 //! naming the problem, so handlers start from checked input.
 //!
 //! [`ApiError`]: super::error::ApiError
 
 mod fields;
+mod secure;
 mod session;
 mod signed;
 
 pub use fields::{Fields, MAX_COUNT, flag_value};
+pub use secure::Secure;
 pub use session::{Session, session_from_form, session_token};
 pub use signed::Signed;
 

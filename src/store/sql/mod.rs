@@ -21,8 +21,8 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use super::migrations::{self, Backend};
 use super::{
     DeliveryCounts, DeliveryOutcome, DeliveryRecord, DeliveryStatus, EventRecord, ExpiredEvents,
-    NewDelivery, NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetKind,
-    TargetRecord,
+    NewDelivery, NewEvent, NewTarget, Store, StoreError, SubscriptionRecord, TargetCount,
+    TargetKind, TargetRecord,
 };
 use crate::app::App;
 
@@ -410,6 +410,10 @@ impl Store for SqlStore {
 
     async fn all_targets(&self, app_id: &str) -> Result<Vec<TargetRecord>, StoreError> {
         targets::all(&self.pool, app_id).await
+    }
+
+    async fn target_counts(&self) -> Result<Vec<TargetCount>, StoreError> {
+        targets::counts(&self.pool).await
     }
 
     async fn enqueue_deliveries(

@@ -11,7 +11,7 @@ use sqlx::{AnyPool, Row};
 
 use super::{Filter, placeholders};
 use crate::clock::now_unix;
-use crate::store::{NewTarget, StoreError, TargetKind, TargetRecord};
+use crate::store::{NewTarget, StoreError, TargetCount, TargetKind, TargetRecord};
 
 const TARGET_COLUMNS: &str = "id, app_id, kind, target, event, p256dh, auth, created";
 
@@ -157,6 +157,25 @@ pub(super) async fn for_channels(
     }
     found.sort_by_key(|t| t.id);
     Ok(found)
+}
+
+pub(super) async fn counts(pool: &AnyPool) -> Result<Vec<TargetCount>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT kind, COUNT(*) AS n, COUNT(DISTINCT app_id) AS apps FROM targets GROUP BY kind",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut counts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let kind: String = row.try_get("kind")?;
+        counts.push(TargetCount {
+            kind: TargetKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown target kind {kind:?}")))?,
+            targets: row.try_get("n")?,
+            apps: row.try_get("apps")?,
+        });
+    }
+    Ok(counts)
 }
 
 pub(super) async fn all(pool: &AnyPool, app_id: &str) -> Result<Vec<TargetRecord>, StoreError> {

@@ -25,7 +25,12 @@ export const cfg = {
   appId: env('PUSHI_APP_ID'),
   key: env('PUSHI_APP_KEY'),
   secret: env('PUSHI_APP_SECRET'),
+  // PUSHI_TLS=1: the server speaks only https/wss, with a certificate from a throwaway CA that
+  // run.sh made and handed to Node through NODE_EXTRA_CA_CERTS.
+  tls: process.env.PUSHI_TLS === '1',
 };
+cfg.httpBase = `${cfg.tls ? 'https' : 'http'}://${cfg.host}:${cfg.httpPort}`;
+cfg.wsScheme = cfg.tls ? 'wss' : 'ws';
 
 // End-to-end encryption key: only the SDKs know it, the server never does.
 export const MASTER_KEY_BASE64 = Buffer.alloc(32, 7).toString('base64');
@@ -51,7 +56,7 @@ export function serverSdk(overrides = {}) {
     secret: cfg.secret,
     host: cfg.host,
     port: String(cfg.httpPort),
-    useTLS: false,
+    useTLS: cfg.tls,
     encryptionMasterKeyBase64: MASTER_KEY_BASE64,
     timeout: WAIT_MS,
     ...overrides,
@@ -143,7 +148,7 @@ export function client(options = {}) {
     wsHost: cfg.host,
     wsPort: options.port ?? cfg.wsPort,
     wssPort: options.port ?? cfg.wsPort,
-    forceTLS: false,
+    forceTLS: cfg.tls,
     enabledTransports: ['ws'],
     enableStats: false,
     nacl,
@@ -221,7 +226,7 @@ export function subscribeNoWait(p, name) {
 
 /** A raw WebSocket (ws) to the server; messages are parsed into `sock.rec`. */
 export function rawSocket(key = cfg.key, { port = cfg.wsPort, query = 'protocol=7&client=js&version=8.6.0&flash=false' } = {}) {
-  const url = `ws://${cfg.host}:${port}/app/${key}?${query}`;
+  const url = `${cfg.wsScheme}://${cfg.host}:${port}/app/${key}?${query}`;
   const sock = new WebSocket(url);
   sockets.add(sock);
   sock.rec = new Recorder(`raw ${url}`);

@@ -33,7 +33,7 @@ async function signedFetch(method, path, { body, timestamp, secret = cfg.secret,
     .map((k) => `${k}=${query[k]}`)
     .join('&');
   const sig = crypto.createHmac('sha256', secret).update(`${method}\n${path}\n${qs}`).digest('hex');
-  const url = `http://${cfg.host}:${cfg.httpPort}${path}?${qs}&auth_signature=${sig}`;
+  const url = `${cfg.httpBase}${path}?${qs}&auth_signature=${sig}`;
   return fetch(url, {
     method,
     body,
@@ -216,7 +216,7 @@ describe('HTTP API errors', () => {
     const qs = [...query.keys()].sort().map((k) => `${k}=${query.get(k)}`).join('&');
     const path = `/apps/${cfg.appId}/events`;
     const sig = crypto.createHmac('sha256', cfg.secret).update(`POST\n${path}\n${qs}`).digest('hex');
-    const res = await fetch(`http://${cfg.host}:${cfg.httpPort}${path}?${qs}&auth_signature=${sig}`, {
+    const res = await fetch(`${cfg.httpBase}${path}?${qs}&auth_signature=${sig}`, {
       method: 'POST',
       body,
       headers: { 'content-type': 'application/json' },

@@ -6,6 +6,7 @@
 #   tests/interop/pushi/run.sh netius           # the original server's Python WebSocket client
 #   tests/interop/pushi/run.sh browser test/lifecycle.test.mjs   # some browser test files
 #   PUSHI_BIN=/path/to/pushi tests/interop/pushi/run.sh
+#   PUSHI_INTEROP_TLS=1 tests/interop/pushi/run.sh   # the same over https:// and wss:// only
 #
 # * python: PyPI `pushi==0.6.10` (the REST client package) in tests/interop/pushi/.venv,
 #   driven by unittest.
@@ -135,6 +136,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+. "$HERE/../tls-pki.sh"
+if [ "${PUSHI_INTEROP_TLS:-0}" = 1 ]; then
+  log "TLS: a throwaway CA and a server certificate"
+  make_test_pki "$WORKDIR"
+fi
+
 free_ports() {
   python3 - <<'PY'
 import socket
@@ -160,7 +167,7 @@ start_server() {
   local pid=$!
   for _ in $(seq 300); do
     if ! kill -0 "$pid" 2>/dev/null; then log "server $name exited before becoming ready"; exit 1; fi
-    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$http/health" 2>/dev/null; then
+    if curl -fsS "${CURL_TLS[@]}" -o /dev/null --max-time 1 "$SCHEME://127.0.0.1:$http/health" 2>/dev/null; then
       log "server $name ready (http $http, ws $ws)"
       return 0
     fi
@@ -175,15 +182,15 @@ read -r HTTP_PORT WS_PORT < <(free_ports)
 export PUSHI_ENV_APP_ID=9000 PUSHI_ENV_APP_KEY="env-key-$RANDOM" PUSHI_ENV_APP_SECRET="env-secret-$RANDOM"
 start_server main "$HTTP_PORT" "$WS_PORT" PUSHI_APP_ID="$PUSHI_ENV_APP_ID" \
   PUSHI_APP_KEY="$PUSHI_ENV_APP_KEY" PUSHI_APP_SECRET="$PUSHI_ENV_APP_SECRET"
-export PUSHI_HTTP_URL="http://127.0.0.1:$HTTP_PORT/"
-export PUSHI_WS_URL="ws://127.0.0.1:$WS_PORT/"
+export PUSHI_HTTP_URL="$SCHEME://127.0.0.1:$HTTP_PORT/"
+export PUSHI_WS_URL="$WS_SCHEME://127.0.0.1:$WS_PORT/"
 
 if [ "$run_browser" = 1 ] || [ "$run_netius" = 1 ]; then
   export PUSHI_IDLE_TIMEOUT=2
   read -r IDLE_HTTP IDLE_WS < <(free_ports)
   start_server idle "$IDLE_HTTP" "$IDLE_WS" PUSHI_ACTIVITY_TIMEOUT="$PUSHI_IDLE_TIMEOUT"
-  export PUSHI_IDLE_HTTP_URL="http://127.0.0.1:$IDLE_HTTP/"
-  export PUSHI_IDLE_WS_URL="ws://127.0.0.1:$IDLE_WS/"
+  export PUSHI_IDLE_HTTP_URL="$SCHEME://127.0.0.1:$IDLE_HTTP/"
+  export PUSHI_IDLE_WS_URL="$WS_SCHEME://127.0.0.1:$IDLE_WS/"
 fi
 
 # --- suites ------------------------------------------------------------------------------------

@@ -286,7 +286,7 @@ test("Channel.unsubscribe and a multi-channel trigger reaching a socket once", a
 
 test("connect: any path prefix before the key works, and so does the HTTP port", async () => {
   const http = new URL(HTTP);
-  for (const baseUrl of [WS + "some/prefix/", `ws://${http.host}/`]) {
+  for (const baseUrl of [WS + "some/prefix/", `${new URL(WS).protocol}//${http.host}/`]) {
     const tab = await connected(`base ${baseUrl}`, { baseUrl });
     await subscribe(tab, uniq("via"));
     assertNoPageErrors(tab);

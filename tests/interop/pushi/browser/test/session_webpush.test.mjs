@@ -31,7 +31,7 @@ after(async () => {
   await push?.close();
 });
 
-const restBase = WS.replace("ws://", "http://").replace(/\/$/, "");
+const restBase = WS.replace(/^ws(s?):\/\//, "http$1://").replace(/\/$/, "");
 
 /** A tab with `window.pushi` connected and carrying the app's credentials. */
 async function appTab(label, extra = {}, origin) {
