@@ -257,6 +257,7 @@ impl AppSettings {
             check_url(url, &["http", "https"])
                 .map_err(|reason| SettingError::new("apn_url", reason))?;
         }
+        d.validate_credentials()?;
         if let Some(contact) = &d.vapid_email {
             let contact = contact.trim();
             let is_uri = contact.starts_with("mailto:") || contact.starts_with("https://");
@@ -268,6 +269,122 @@ impl AppSettings {
             }
         }
         Ok(())
+    }
+}
+
+impl DeliverySettings {
+    /// Checks the key material and identifiers for offline delivery by reading them the way
+    /// delivery will ([`crate::credentials`]), so a bad key is refused when it is written.
+    fn validate_credentials(&self) -> Result<(), SettingError> {
+        let given = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+        if let Some(key) = given(&self.vapid_key) {
+            crate::credentials::vapid_key(&key).map_err(|r| SettingError::new("vapid_key", r))?;
+        }
+        if let Some(key) = given(&self.apn_auth_key) {
+            crate::credentials::apn_auth_key(&key)
+                .map_err(|r| SettingError::new("apn_auth_key", r))?;
+        }
+        if let Some(cer) = given(&self.apn_cer) {
+            crate::credentials::apn_certificate(&cer)
+                .map_err(|r| SettingError::new("apn_cer", r))?;
+        }
+        if let Some(key) = given(&self.apn_key) {
+            crate::credentials::apn_client_key(&key)
+                .map_err(|r| SettingError::new("apn_key", r))?;
+        }
+        // Apple's key and team identifiers are ten letters and digits.
+        for (name, value) in [
+            ("apn_key_id", &self.apn_key_id),
+            ("apn_team_id", &self.apn_team_id),
+        ] {
+            if let Some(id) = value
+                && (id.len() != 10 || !id.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                return Err(SettingError::new(
+                    name,
+                    "expected 10 letters and digits, as Apple issues it",
+                ));
+            }
+        }
+        if let Some(topic) = &self.apn_topic
+            && (topic.is_empty()
+                || topic.len() > 255
+                || topic.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(SettingError::new(
+                "apn_topic",
+                "expected the app's bundle id (1 to 255 characters, no spaces)",
+            ));
+        }
+        if let Some(url) = &self.smtp_url
+            && let Ok(parsed) = url::Url::parse(url.trim())
+            && let Some((_, sender)) = parsed.query_pairs().find(|(k, _)| k == "sender")
+            // `Name <address>` or a bare address.
+            && !looks_like_email(
+                sender
+                    .rsplit_once('<')
+                    .map_or(sender.as_ref(), |(_, rest)| rest.trim_end_matches('>'))
+                    .trim(),
+            )
+        {
+            return Err(SettingError::new(
+                "smtp_url",
+                format!("sender {sender:?} is not an e-mail address"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a setting given as text (a form field, a query parameter, `key=value` on the
+/// command line) in the type the setting has: text settings keep the text, others take it
+/// as JSON (`20000`, `null`, `[{"url": ...}]`) or as a boolean word (`1`/`0`, `true`/`false`,
+/// `yes`/`no`, `on`/`off`); empty text clears an optional setting. Anything else is left as
+/// text, so [`App::with_changes`] refuses it with the setting named. Values that are not text
+/// are returned unchanged.
+pub fn typed_setting(name: &str, value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let Value::String(text) = &value else {
+        return value;
+    };
+    let text = text.trim();
+    if APP_TEXT_FIELDS.contains(&name) {
+        return value;
+    }
+    if name == "enabled" {
+        return bool_word(text).map_or(value, Value::Bool);
+    }
+    let fits = |candidate: &Value| {
+        let mut one = serde_json::Map::new();
+        one.insert(name.to_owned(), candidate.clone());
+        serde_json::from_value::<AppSettings>(Value::Object(one)).is_ok()
+    };
+    if text.is_empty() && fits(&Value::Null) {
+        return Value::Null;
+    }
+    if fits(&value) {
+        return value;
+    }
+    if let Ok(parsed) = serde_json::from_str::<Value>(text)
+        && fits(&parsed)
+    {
+        return parsed;
+    }
+    match bool_word(text) {
+        Some(b) if fits(&Value::Bool(b)) => Value::Bool(b),
+        _ => value,
+    }
+}
+
+/// The app's own text fields (not settings).
+const APP_TEXT_FIELDS: &[&str] = &["name", "description"];
+
+/// The words a boolean may be written as.
+fn bool_word(text: &str) -> Option<bool> {
+    match text {
+        "1" | "true" | "True" | "TRUE" | "yes" | "on" => Some(true),
+        "0" | "false" | "False" | "FALSE" | "no" | "off" | "" => Some(false),
+        _ => None,
     }
 }
 
@@ -427,6 +544,34 @@ pub fn random_hex64() -> String {
     hex::encode(bytes)
 }
 
+/// The Pushi `ident` of an app declared in configuration without one: 64 hex characters,
+/// the same on every start and every node (SHA-256 of the id and the key, domain-separated),
+/// so Pushi clients can keep logging in with it. Not the key itself, which is public.
+pub fn derived_ident(id: &str, key: &str) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"pushi app ident\0");
+    hasher.update(id.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(key.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Checks an `ident` given in configuration: it appears in paths (`/apps/{ident}`) and in
+/// Pushi's login, so 1 to 128 letters, digits, `-`, `_` or `.`.
+pub fn check_ident(ident: &str) -> Result<(), String> {
+    let fine = !ident.is_empty()
+        && ident.len() <= 128
+        && ident
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if fine {
+        Ok(())
+    } else {
+        Err("expected 1 to 128 letters, digits, '-', '_' or '.'".into())
+    }
+}
+
 /// What creating an app needs; the rest is generated.
 #[derive(Debug, Clone, Default)]
 pub struct NewApp {
@@ -487,6 +632,30 @@ mod tests {
             .unwrap();
         assert_eq!(s.history_max_age_secs, None, "null lifts an optional limit");
         assert_eq!(s.max_connections, Some(5));
+    }
+
+    #[test]
+    fn text_values_take_the_settings_type() {
+        let typed = |name: &str, text: &str| typed_setting(name, json!(text));
+        assert_eq!(typed("client_events", "0"), json!(false));
+        assert_eq!(typed("client_events", "True"), json!(true));
+        assert_eq!(typed("max_payload_bytes", "20000"), json!(20000));
+        assert_eq!(typed("max_connections", ""), serde_json::Value::Null);
+        assert_eq!(
+            typed("history_max_age_secs", "null"),
+            serde_json::Value::Null
+        );
+        assert_eq!(typed("vapid_email", "123"), json!("123"));
+        assert_eq!(typed("smtp_url", ""), serde_json::Value::Null);
+        assert_eq!(typed("name", "true"), json!("true"));
+        assert_eq!(typed("enabled", "False"), json!(false));
+        assert_eq!(
+            typed("webhooks", r#"[{"url": "https://x.test"}]"#)[0]["url"],
+            "https://x.test"
+        );
+        // Left as text, for `apply` to refuse with the setting named.
+        assert_eq!(typed("client_events", "maybe"), json!("maybe"));
+        assert_eq!(typed_setting("client_events", json!(true)), json!(true));
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     pub outbound_allow: Option<Vec<String>>,
     pub max_targets_per_request: Option<usize>,
+    pub legacy_auth: Option<bool>,
     /// `[[apps]]` tables, checked key by key in [`StaticAppConfig::from_table`] (serde cannot
     /// refuse unknown keys next to flattened settings).
     pub apps: Vec<toml::Table>,
@@ -112,12 +113,14 @@ pub struct StaticAppConfig {
     pub key: String,
     pub secret: String,
     pub name: Option<String>,
+    /// Pushi's identifier (login, `/apps/{ident}`); derived from the id and key when absent.
+    pub ident: Option<String>,
     pub enabled: bool,
     pub settings: AppSettings,
 }
 
 /// The keys of an `[[apps]]` table that are not settings.
-const APP_IDENTITY_KEYS: &[&str] = &["id", "key", "secret", "name", "enabled"];
+const APP_IDENTITY_KEYS: &[&str] = &["id", "key", "secret", "name", "ident", "enabled"];
 
 impl StaticAppConfig {
     /// Reads one `[[apps]]` table: identity keys, then every other key as a setting, refusing
@@ -153,6 +156,7 @@ impl StaticAppConfig {
             key: required("key")?,
             secret: required("secret")?,
             name: text("name")?,
+            ident: text("ident")?,
             enabled,
             settings,
         })
@@ -161,7 +165,9 @@ impl StaticAppConfig {
     fn into_app(self) -> App {
         App {
             name: self.name.unwrap_or_else(|| format!("app-{}", self.id)),
-            ident: self.key.clone(),
+            ident: self
+                .ident
+                .unwrap_or_else(|| crate::app::derived_ident(&self.id, &self.key)),
             id: self.id,
             key: self.key,
             secret: self.secret,
@@ -286,6 +292,10 @@ pub struct Flags {
     /// Targets one direct-messaging request may name [default: 100; env PUSHI_MAX_TARGETS_PER_REQUEST]
     #[arg(long, global = true)]
     pub max_targets_per_request: Option<usize>,
+    /// Accept Pushi's older presence signature (without channel_data) for every app, while
+    /// migrating from Pushi [default: false; env PUSHI_LEGACY_AUTH]
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub legacy_auth: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -431,6 +441,11 @@ impl Config {
             // A client gets as long to answer a ping as it had to speak, up to Pusher's 30 s.
             hub.pong_timeout = Duration::from_secs(secs.min(30));
         }
+        hub.legacy_auth = flags
+            .legacy_auth
+            .or(env_bool(env, "PUSHI_LEGACY_AUTH")?)
+            .or(file.legacy_auth)
+            .unwrap_or(false);
         if let Some(len) = flags
             .queue_len
             .or(env_parse(env, "PUSHI_QUEUE_LEN")?)
@@ -458,11 +473,18 @@ impl Config {
                         key,
                         secret,
                         name: env("PUSHI_APP_NAME"),
+                        ident: env("PUSHI_APP_IDENT"),
                         enabled: true,
                         settings: AppSettings::default(),
                     }
                     .into_app(),
                 );
+            }
+            (None, None, None) if env("PUSHI_APP_IDENT").is_some() => {
+                return Err(ConfigError::Invalid(
+                    "PUSHI_APP_IDENT names the ident of the app of PUSHI_APP_ID, which is not set"
+                        .into(),
+                ));
             }
             (None, None, None) => {}
             _ => {
@@ -476,6 +498,17 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "app {:?}: id, key and secret must not be empty",
                     app.name
+                )));
+            }
+            crate::app::check_ident(&app.ident).map_err(|reason| {
+                ConfigError::Invalid(format!("app {}: ident {:?}: {reason}", app.id, app.ident))
+            })?;
+        }
+        for (i, app) in static_apps.iter().enumerate() {
+            if let Some(other) = static_apps[..i].iter().find(|o| o.ident == app.ident) {
+                return Err(ConfigError::Invalid(format!(
+                    "apps {} and {} have the same ident {:?}",
+                    other.id, app.id, app.ident
                 )));
             }
         }
@@ -952,6 +985,63 @@ mod tests {
             Ok(_) => panic!("the configuration should have been refused"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn legacy_auth_flag_over_env_over_file() {
+        assert!(!load(Flags::default(), &[]).unwrap().hub.legacy_auth);
+        assert!(
+            with_file("legacy_auth = true\n", &[])
+                .unwrap()
+                .hub
+                .legacy_auth
+        );
+        let c = with_file("legacy_auth = true\n", &[("PUSHI_LEGACY_AUTH", "0")]).unwrap();
+        assert!(!c.hub.legacy_auth);
+        let c = load(
+            Flags {
+                legacy_auth: Some(true),
+                ..Flags::default()
+            },
+            &[("PUSHI_LEGACY_AUTH", "0")],
+        )
+        .unwrap();
+        assert!(c.hub.legacy_auth);
+        assert!(load(Flags::default(), &[("PUSHI_LEGACY_AUTH", "perhaps")]).is_err());
+        // `--legacy-auth` alone means true.
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from(["pushi", "--legacy-auth"]).unwrap();
+        assert_eq!(cli.flags.legacy_auth, Some(true));
+        let cli = crate::cli::Cli::try_parse_from(["pushi", "--legacy-auth", "false"]).unwrap();
+        assert_eq!(cli.flags.legacy_auth, Some(false));
+    }
+
+    #[test]
+    fn configured_apps_get_a_stable_ident_that_is_not_the_key() {
+        let env = [
+            ("PUSHI_APP_ID", "3"),
+            ("PUSHI_APP_KEY", "the-key"),
+            ("PUSHI_APP_SECRET", "s"),
+        ];
+        let a = load(Flags::default(), &env).unwrap().static_apps[0].clone();
+        let b = load(Flags::default(), &env).unwrap().static_apps[0].clone();
+        assert_eq!(a.ident, b.ident, "the same on every start");
+        assert_eq!(a.ident.len(), 64);
+        assert!(a.ident.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.ident, a.key);
+        let mut with_ident = env.to_vec();
+        with_ident.push(("PUSHI_APP_IDENT", "my-ident"));
+        let c = load(Flags::default(), &with_ident).unwrap();
+        assert_eq!(c.static_apps[0].ident, "my-ident");
+        with_ident.pop();
+        with_ident.push(("PUSHI_APP_IDENT", "has/slash"));
+        assert!(message(load(Flags::default(), &with_ident)).contains("ident"));
+        assert!(load(Flags::default(), &[("PUSHI_APP_IDENT", "x")]).is_err());
+        let app = "[[apps]]\nid = \"7\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let c = with_file(&format!("{app}ident = \"{}\"\n", "a".repeat(64)), &[]).unwrap();
+        assert_eq!(c.static_apps[0].ident, "a".repeat(64));
+        let c = with_file(app, &[]).unwrap();
+        assert_eq!(c.static_apps[0].ident, crate::app::derived_ident("7", "k"));
     }
 
     #[test]

@@ -90,11 +90,12 @@ impl AppRegistry {
             }
         }
         for stored in self.store.list_apps().await? {
-            let Some(configured) = self
-                .static_apps
-                .iter()
-                .find(|s| s.id == stored.id || s.key == stored.key || s.key == stored.ident)
-            else {
+            let Some(configured) = self.static_apps.iter().find(|s| {
+                s.id == stored.id
+                    || s.key == stored.key
+                    || s.key == stored.ident
+                    || s.ident == stored.ident
+            }) else {
                 continue;
             };
             let what = if configured.id == stored.id {

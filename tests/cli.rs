@@ -300,3 +300,79 @@ async fn credentials_come_from_the_servers_own_store() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no app with id \"404\""));
 }
+
+#[tokio::test]
+async fn apps_set_takes_every_setting_the_rest_api_takes() {
+    let dir = Scratch::new();
+    let database = format!("sqlite://{}/pushi.db", dir.0.display());
+    let output = pushi(&dir)
+        .args([
+            "--database-url",
+            &database,
+            "apps",
+            "create",
+            "--name",
+            "cli-set",
+        ])
+        .output()
+        .await
+        .expect("pushi runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("app id:"))
+        .map(|id| id.trim().to_owned())
+        .expect("the id is printed");
+    let vapid_key = pushi::notify::web_push::generate_vapid_key();
+    let smtp_url = "smtp://user:hunter2@mail.example.com:2525?sender=noreply@example.com";
+    let output = pushi(&dir)
+        .args(["--database-url", &database, "apps", "set", &id])
+        .arg(format!("smtp_url={smtp_url}"))
+        .arg(format!("vapid_key={vapid_key}"))
+        .args([
+            "client_events=0",
+            "max_payload_bytes=2048",
+            "history_max_age_secs=null",
+            "apn_sandbox=yes",
+            "vapid_email=ops@example.com",
+            r#"webhooks=[{"url":"https://hooks.example.com/in"}]"#,
+        ])
+        .output()
+        .await
+        .expect("pushi runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&output.stdout).expect("settings as JSON");
+    assert_eq!(shown["smtp_url"], json!(true));
+    assert_eq!(shown["vapid_key"], json!(true));
+    assert_eq!(shown["client_events"], json!(false));
+    assert_eq!(shown["max_payload_bytes"], json!(2048));
+    assert_eq!(shown["history_max_age_secs"], Value::Null);
+    assert_eq!(shown["apn_sandbox"], json!(true));
+    assert_eq!(shown["webhooks"][0]["url"], "https://hooks.example.com/in");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("hunter2"));
+
+    for (change, field) in [
+        ("apn_key_id=short", "apn_key_id"),
+        ("smtp_url=ftp://mail.example.com", "smtp_url"),
+        ("vapid_key=garbage", "vapid_key"),
+        ("colour=blue", "colour"),
+    ] {
+        let output = pushi(&dir)
+            .args(["--database-url", &database, "apps", "set", &id, change])
+            .output()
+            .await
+            .expect("pushi runs");
+        assert!(!output.status.success(), "{change} is refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("{field}: ")), "{change}: {stderr}");
+    }
+}

@@ -11,6 +11,8 @@
 //! sink serves it (STARTTLS or implicit TLS), and the adapter trusts the CA only through
 //! [`EmailAdapter::with_extra_root`].
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -618,4 +620,88 @@ async fn smtps_is_implicit_tls() {
 #[test]
 fn with_extra_root_refuses_what_is_not_a_certificate() {
     assert!(EmailAdapter::with_extra_root(&config(None), "not a PEM").is_err());
+}
+
+/// The Pushi way: `PUT /apps/{ident}` with `smtp_url`, an e-mail target, a publish; the
+/// message reaches the SMTP server.
+#[tokio::test]
+async fn smtp_url_set_over_rest_sends_mail() {
+    let sink = Sink::start().await;
+    let server = common::TestServer::start_with(|c| {
+        c.open_apps = true;
+        common::allow_loopback(c);
+    })
+    .await;
+    let (status, app) = server
+        .rest(
+            "POST",
+            "/apps",
+            &[],
+            Some(&serde_json::json!({"name": "mail-app"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{app}");
+    let text = |v: &Value| v.as_str().expect("a string").to_owned();
+    let (status, login) = server
+        .rest(
+            "GET",
+            "/login",
+            &[
+                ("app_id", &text(&app["ident"])),
+                ("app_key", &text(&app["key"])),
+                ("app_secret", &text(&app["secret"])),
+            ],
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let sid = text(&login["token"]);
+    let smtp_url = sink.url("smtp", "sender=noreply@pushi.test");
+    let (status, body) = server
+        .rest(
+            "PUT",
+            &format!("/apps/{}", text(&app["ident"])),
+            &[("smtp_url", smtp_url.as_str())],
+            None,
+            Some(&sid),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["settings"]["smtp_url"], Value::Bool(true));
+    assert!(
+        !body.to_string().contains(&smtp_url),
+        "the URL is never shown"
+    );
+    let (status, body) = server
+        .rest(
+            "POST",
+            "/smtps",
+            &[],
+            Some(&serde_json::json!({"email": "carol@example.com", "event": "mail-news"})),
+            Some(&sid),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .rest(
+            "POST",
+            "/events",
+            &[],
+            Some(&serde_json::json!({"channel": "mail-news", "event": "update", "data": "hello"})),
+            Some(&sid),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sink.messages().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = sink.only_message();
+    assert_eq!(message["mail_from"], "noreply@pushi.test");
+    assert_eq!(
+        message["rcpt_tos"],
+        serde_json::json!(["carol@example.com"])
+    );
 }

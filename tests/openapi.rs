@@ -377,6 +377,7 @@ async fn every_documented_operation_answers_as_documented() {
         )
         .await;
     ok(s, &b, "create app");
+    let created = b.clone();
     let (s, b) = c.call(session(), "GET", "/apps/ping", &[], None).await;
     ok(s, &b, "ping");
     let (s, b) = c
@@ -392,7 +393,59 @@ async fn every_documented_operation_answers_as_documented() {
             Some(json!({"client_events": true})),
         )
         .await;
+    assert_eq!(
+        s, 409,
+        "a configured app is changed in the configuration: {b}"
+    );
+    // A stored app takes every setting over REST.
+    let text = |v: &Value| v.as_str().expect("a string").to_owned();
+    let (s, b) = c
+        .call(
+            Sign::None,
+            "GET",
+            "/login",
+            &[
+                ("app_id", &text(&created["ident"])),
+                ("app_key", &text(&created["key"])),
+                ("app_secret", &text(&created["secret"])),
+            ],
+            None,
+        )
+        .await;
+    ok(s, &b, "login as the created app");
+    let created_session = Sign::Session(text(&b["token"]));
+    let (s, b) = c
+        .call(
+            created_session,
+            "PUT",
+            &format!("/apps/{}", text(&created["ident"])),
+            &[],
+            Some(json!({"client_events": false, "smtp_url": "smtp://mail.example.com?sender=a@b.test"})),
+        )
+        .await;
     ok(s, &b, "update app");
+    assert_eq!(b["settings"]["smtp_url"], json!(true));
+    let seed = format!("/apps/{}", app.ident);
+    let (s, b) = c
+        .call(
+            session(),
+            "POST",
+            &format!("{seed}/subscribe"),
+            &[],
+            Some(json!({"user_id": "u9", "event": "news"})),
+        )
+        .await;
+    ok(s, &b, "README subscribe");
+    let (s, b) = c
+        .call(
+            Sign::Pusher,
+            "POST",
+            &format!("/apps/{}/unsubscribe", app.id),
+            &[],
+            Some(json!({"user_id": "u9", "event": "news"})),
+        )
+        .await;
+    ok(s, &b, "README unsubscribe");
     let (s, b) = c
         .call(
             session(),

@@ -40,7 +40,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start_node(&self, name: &str, port: u16) -> Node {
-        let child = Command::new(env!("CARGO_BIN_EXE_pushi"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushi"))
             .args([
                 "serve",
                 "--port",
@@ -70,6 +70,8 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("node {name} did not become ready");
     }
 }

@@ -11,7 +11,7 @@ mod trigger;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{AppSettings, NewApp};
+use crate::app::{AppSettings, NewApp, typed_setting};
 use crate::config::{Config, Flags, LogFormat, process_env};
 use crate::registry::AppRegistry;
 use crate::store::{self, Store};
@@ -63,8 +63,9 @@ pub enum AppsCommand {
     /// Show one app, secret included
     Show { id: String },
     /// Change an app's name, enabled flag or settings: `pushi apps set 2 client_events=false
-    /// max_payload_bytes=20000 'webhooks=[{"url":"https://example.com/hook"}]'`. Values are
-    /// read as JSON when they parse as JSON, as text otherwise.
+    /// max_payload_bytes=20000 'webhooks=[{"url":"https://example.com/hook"}]'`. Every
+    /// setting `PUT /apps/{ident}` takes; values are read in the setting's type (numbers,
+    /// booleans, JSON lists; text for text settings; empty text clears).
     Set {
         id: String,
         #[arg(required = true, value_name = "KEY=VALUE")]
@@ -72,16 +73,18 @@ pub enum AppsCommand {
     },
 }
 
-/// `key=value` pairs as a JSON object: `false`, `20000` and `[...]` are JSON, the rest is text.
+/// `key=value` pairs as a JSON object, each value read in its setting's type as the Pushi
+/// REST API reads form fields ([`typed_setting`]): `false`, `20000` and `[...]` for the
+/// settings that take them, text for text settings.
 fn parse_changes(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     let mut changes = serde_json::Map::new();
     for pair in pairs {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("{pair:?}: expected KEY=VALUE"))?;
-        let value = serde_json::from_str(value)
-            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
-        changes.insert(key.trim().to_owned(), value);
+        let key = key.trim();
+        let value = typed_setting(key, serde_json::Value::String(value.to_owned()));
+        changes.insert(key.to_owned(), value);
     }
     Ok(changes)
 }

@@ -75,6 +75,13 @@ impl ApiError {
     }
 }
 
+/// A refused app field or setting: 400, the message naming the field (`smtp_url: ...`).
+impl From<crate::app::SettingError> for ApiError {
+    fn from(e: crate::app::SettingError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         match e {

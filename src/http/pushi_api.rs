@@ -4,23 +4,30 @@
 //! Every route but login, logout and app creation runs for the app its session logged into
 //! ([`Session`]), and every query is scoped to that app: one app's token never reads or writes
 //! another app's data. Creating apps needs the operator's admin token unless open app
-//! creation (Pushi's original behaviour) is switched on.
+//! creation (Pushi's original behaviour) is switched on. `/apps/{app_id}/subscribe` and
+//! `/unsubscribe` (from Pushi's README) also take a request signed like Pusher's HTTP API.
+//!
+//! `POST /apps` and `PUT /apps/{ident}` take every app field and setting through
+//! [`App::with_changes`], the rules the admin API, `pushi apps set` and the TOML file share;
+//! values sent as text are read in the setting's type by [`typed_setting`].
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::ServerContext;
+use super::admin::apps::configured_refusal;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Fields, Secure, Session, flag_value, session_from_form, session_token};
+use super::extract::{
+    Fields, Secure, Session, Signed, flag_value, session_from_form, session_token,
+};
 use super::pushi_json::{record_json, success};
-use crate::app::{App, AppSettings, NewApp};
-use crate::clock::now_unix;
+use crate::app::{App, AppSettings, NewApp, typed_setting};
 use crate::hub::{Publish, SocketId};
 use crate::protocol::channel::NameRules;
 use crate::protocol::{ChannelName, frames};
@@ -48,6 +55,8 @@ pub fn router() -> Router<ServerContext> {
             "/subscriptions/{user_id}/{event}",
             axum::routing::delete(delete_subscription),
         )
+        .route("/apps/{app_id}/subscribe", post(seed_subscribe))
+        .route("/apps/{app_id}/unsubscribe", post(seed_unsubscribe))
         .route("/sockets", get(list_sockets))
         .route("/sockets/{socket_id}", get(show_socket).post(show_socket))
         .layer(axum::middleware::from_fn(session_from_form))
@@ -166,65 +175,55 @@ async fn create_app(
             "creating apps needs the admin token (Authorization: Bearer $PUSHI_ADMIN_TOKEN), or PUSHI_OPEN_APPS=1",
         ));
     }
-    let name = fields.required("name")?.to_owned();
-    let mut settings = AppSettings::pushi_profile();
-    apply_settings(&mut settings, &fields)?;
-    let app = ctx
+    fields.required("name")?;
+    // The settings an app created here starts from, before the request's own.
+    let base = AppSettings::pushi_profile();
+    // Checked on a draft first, so nothing is stored unless every field is valid.
+    let draft = NewApp {
+        settings: base,
+        ..NewApp::default()
+    }
+    .into_app();
+    let draft = draft.with_changes(&app_changes(&fields))?;
+    let mut app = (*ctx
         .hub
         .apps
         .create(NewApp {
-            name,
-            settings,
-            description: fields.str("description").map(str::to_owned),
+            name: draft.name,
+            settings: draft.settings,
+            description: draft.description,
         })
-        .await?;
+        .await?)
+        .clone();
+    if !draft.enabled {
+        app.enabled = false;
+        app = (*ctx.hub.apps.update(app).await?).clone();
+    }
     tracing::info!(app_id = %app.id, name = %crate::logs::clip(&app.name), "app created over HTTP");
     Ok((StatusCode::OK, Json(app_json(&app, true))).into_response())
 }
 
-/// Applies the per-app settings a request names; unknown fields are ignored.
-fn apply_settings(settings: &mut AppSettings, fields: &Fields) -> ApiResult<()> {
-    let number = |name: &str| -> ApiResult<Option<u64>> {
-        match fields.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| bad_number(name)),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| bad_number(name)),
-            Some(_) => Err(bad_number(name)),
-        }
-    };
-    if let Some(v) = fields.flag("client_events") {
-        settings.client_events = v;
-    }
-    if let Some(v) = fields.flag("legacy_auth") {
-        settings.legacy_auth = v;
-    }
-    if let Some(v) = fields.flag("subscription_count") {
-        settings.subscription_count = v;
-    }
-    if let Some(v) = fields.flag("public_client_events") {
-        settings.public_client_events = v;
-    }
-    if let Some(v) = fields.flag("persist_client_events") {
-        settings.persist_client_events = v;
-    }
-    if let Some(v) = number("max_connections")? {
-        settings.max_connections = u32::try_from(v).ok();
-    }
-    if let Some(v) = number("max_payload_bytes")? {
-        settings.max_payload_bytes = v as usize;
-    }
-    if let Some(v) = number("max_presence_members")? {
-        settings.max_presence_members = v as usize;
-    }
-    if let Some(v) = number("client_event_rate")? {
-        settings.client_event_rate = u32::try_from(v).unwrap_or(u32::MAX);
-    }
-    Ok(())
-}
+/// Names under which a Pushi client sends its session token, not an app field.
+const SESSION_FIELDS: &[&str] = &["sid", "session_id", "_sid"];
 
-fn bad_number(name: &str) -> ApiError {
-    ApiError::bad_request(format!("{name} must be a non-negative integer"))
+/// Fields of the app record that are assigned by the server. Pushi ignores them on input
+/// ("safe" fields), and so does pushi: a record read, edited and sent back is accepted.
+const ASSIGNED_FIELDS: &[&str] = &[
+    "id", "_id", "app_id", "ident", "instance", "key", "secret", "created", "modified",
+];
+
+/// The app fields and settings a Pushi request names, typed: values sent as text (query
+/// strings, forms) are read in the setting's type ([`typed_setting`]). Unknown names are
+/// kept, for [`App::with_changes`] to refuse with the name.
+fn app_changes(fields: &Fields) -> Map<String, Value> {
+    fields
+        .all
+        .iter()
+        .filter(|(name, _)| {
+            !SESSION_FIELDS.contains(&name.as_str()) && !ASSIGNED_FIELDS.contains(&name.as_str())
+        })
+        .map(|(name, value)| (name.clone(), typed_setting(name, value.clone())))
+        .collect()
 }
 
 async fn list_apps(
@@ -279,20 +278,15 @@ async fn update_app(
     Path(ident): Path<String>,
     fields: Fields,
 ) -> ApiResult<Json<Value>> {
-    let mut app = (**own_app(&session, &ident)?).clone();
-    if let Some(name) = fields.str("name") {
-        app.name = name.to_owned();
+    let app = own_app(&session, &ident)?;
+    if ctx.hub.apps.is_static(&app.id) {
+        return Err(configured_refusal(&app.id, "change its settings"));
     }
-    if let Some(description) = fields.str("description") {
-        app.description = Some(description.to_owned());
-    }
-    if let Some(enabled) = fields.flag("enabled") {
-        app.enabled = enabled;
-    }
-    apply_settings(&mut app.settings, &fields)?;
-    app.modified = now_unix();
-    let app = ctx.hub.apps.update(app).await?;
+    let changes = app_changes(&fields);
+    let changed = app.with_changes(&changes)?;
+    let app = ctx.hub.apps.update(changed).await?;
     ctx.hub.state(&app);
+    tracing::info!(app_id = %app.id, fields = ?changes.keys().map(|k| crate::logs::clip(k)).collect::<Vec<_>>(), "app changed over HTTP");
     Ok(Json(app_json(&app, false)))
 }
 
@@ -401,6 +395,21 @@ async fn create_subscription(
     session: Session,
     fields: Fields,
 ) -> ApiResult<Json<Value>> {
+    subscribe_user(&ctx, &session.app, &fields).await
+}
+
+async fn delete_subscription(
+    State(ctx): State<ServerContext>,
+    session: Session,
+    Path((user_id, event)): Path<(String, String)>,
+    fields: Fields,
+) -> ApiResult<Json<Value>> {
+    unsubscribe_user(&ctx, &session.app, &user_id, &event, &fields).await
+}
+
+/// Subscribes `user_id` to `event` (a channel): its events reach `personal-{user_id}` and
+/// the user's history. An existing subscription is returned as it is.
+async fn subscribe_user(ctx: &ServerContext, app: &App, fields: &Fields) -> ApiResult<Json<Value>> {
     let user_id = fields.required("user_id")?;
     let event = fields.required("event")?;
     ChannelName::parse(event, NameRules::Pushi)
@@ -414,30 +423,89 @@ async fn create_subscription(
         .hub
         .apps
         .store()
-        .create_subscription(&session.app.id, user_id, event)
+        .create_subscription(&app.id, user_id, event)
         .await?;
-    Ok(Json(subscription_json(&record, &session.app.ident)))
+    Ok(Json(subscription_json(&record, &app.ident)))
 }
 
-async fn delete_subscription(
-    State(ctx): State<ServerContext>,
-    session: Session,
-    Path((user_id, event)): Path<(String, String)>,
-    fields: Fields,
+/// Removes `user_id`'s subscription to `event`: the record, or `{"result": "success"}` when
+/// there was none (404 with `force`).
+async fn unsubscribe_user(
+    ctx: &ServerContext,
+    app: &App,
+    user_id: &str,
+    event: &str,
+    fields: &Fields,
 ) -> ApiResult<Json<Value>> {
     let deleted = ctx
         .hub
         .apps
         .store()
-        .delete_subscription(&session.app.id, &user_id, &event)
+        .delete_subscription(&app.id, user_id, event)
         .await?;
     match deleted {
-        Some(record) => Ok(Json(subscription_json(&record, &session.app.ident))),
+        Some(record) => Ok(Json(subscription_json(&record, &app.ident))),
         None if fields.flag("force") == Some(true) => Err(ApiError::not_found(format!(
             "no subscription of {user_id:?} to {event:?}"
         ))),
         None => Ok(success()),
     }
+}
+
+/// `POST /apps/{app_id}/subscribe` (Pushi's README): `POST /subscriptions` by another path.
+async fn seed_subscribe(
+    State(ctx): State<ServerContext>,
+    request: Request,
+) -> ApiResult<Json<Value>> {
+    let (app, fields) = seed_caller(&ctx, request).await?;
+    subscribe_user(&ctx, &app, &fields).await
+}
+
+/// `POST /apps/{app_id}/unsubscribe` (Pushi's README): `DELETE
+/// /subscriptions/{user_id}/{event}` with both as fields.
+async fn seed_unsubscribe(
+    State(ctx): State<ServerContext>,
+    request: Request,
+) -> ApiResult<Json<Value>> {
+    let (app, fields) = seed_caller(&ctx, request).await?;
+    let user_id = fields.required("user_id")?;
+    let event = fields.required("event")?;
+    unsubscribe_user(&ctx, &app, user_id, event, &fields).await
+}
+
+/// The app a `/apps/{app_id}/(un)subscribe` request acts for, and its fields. Either a Pushi
+/// session logged into that app (`app_id` its ident or numeric id), or a request signed
+/// with the app's secret as Pusher's HTTP API signs them (`app_id` the numeric id; the
+/// fields then come from the signed query string and JSON body).
+async fn seed_caller(ctx: &ServerContext, request: Request) -> ApiResult<(Arc<App>, Fields)> {
+    let (mut parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, super::extract::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::too_large("request body is too large"))?;
+    let fields = Fields::from_request(
+        Request::from_parts(parts.clone(), axum::body::Body::from(bytes.clone())),
+        ctx,
+    )
+    .await?;
+    if session_token(&parts).is_some() {
+        let session = Session::from_request_parts(&mut parts, ctx).await?;
+        let Path(app_id) = Path::<String>::from_request_parts(&mut parts, ctx)
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        own_app(&session, &app_id)?;
+        return Ok((session.app, fields));
+    }
+    if fields.query("auth_signature").is_none() {
+        return Err(ApiError::forbidden(
+            "log in first (GET /login, then send the session token) or sign the request with the app's secret as Pusher's HTTP API does",
+        ));
+    }
+    let signed = Signed::from_request(
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        ctx,
+    )
+    .await?;
+    Ok((signed.app, fields))
 }
 
 async fn list_sockets(session: Session) -> Json<Value> {

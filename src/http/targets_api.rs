@@ -4,11 +4,13 @@
 //! subscribe to Web Push.
 //!
 //! Every route runs for the session's app. Targets are percent-encoded in paths, so
-//! `DELETE /webs/{url}` works for URLs with slashes (the original's could not be routed). The
+//! `DELETE /webs/{url}` works for URLs with slashes (the original's could not be routed);
+//! `DELETE /webs/{raw url}/{event}`, what the PyPI client sends, works too. The
 //! rules (what a valid target is, signatures for private channels, `unsubscribe=1` moving a
 //! target) are the [`TargetService`](crate::notify::targets::TargetService)'s.
 
 use axum::extract::{Path, State};
+use axum::http::Uri;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -25,12 +27,16 @@ pub fn router() -> Router<ServerContext> {
     let mut router = Router::new();
     for kind in TargetKind::ALL {
         let base = format!("/{}", collection(kind));
+        router = router.route(
+            &base,
+            get(move |s, st, f| list(kind, s, st, f)).post(move |s, st, f| create(kind, s, st, f)),
+        );
+        if kind == TargetKind::Web {
+            // URLs have slashes: one route takes every form (see `delete_web`).
+            router = router.route(&format!("{base}/{{*target}}"), delete(delete_web));
+            continue;
+        }
         router = router
-            .route(
-                &base,
-                get(move |s, st, f| list(kind, s, st, f))
-                    .post(move |s, st, f| create(kind, s, st, f)),
-            )
             .route(
                 &format!("{base}/{{target}}"),
                 delete(move |s, st, p, f| delete_all(kind, s, st, p, f)),
@@ -169,6 +175,69 @@ async fn delete_one(
     fields: Fields,
 ) -> ApiResult<Json<Value>> {
     remove(kind, &ctx, &session, &target, Some(&event), &fields).await
+}
+
+/// `DELETE /webs/...`: the URL percent-encoded in one segment (`/webs/{url}`,
+/// `/webs/{url}/{event}`), or raw, slashes and all, followed by the event, as the PyPI
+/// client's `delete_web(url, event)` sends it (`/webs/http://host/hook/news`). A raw URL's
+/// own query string cannot be told from the request's, so such URLs need the encoded form.
+async fn delete_web(
+    State(ctx): State<ServerContext>,
+    session: Session,
+    uri: Uri,
+    fields: Fields,
+) -> ApiResult<Json<Value>> {
+    let kind = TargetKind::Web;
+    let rest = uri
+        .path()
+        .strip_prefix("/webs/")
+        .ok_or_else(|| ApiError::not_found("no such route"))?;
+    let decode = |segment: &str| {
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| ApiError::bad_request("the path is not UTF-8 once decoded"))
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        [target] => {
+            let event = fields.str("event").map(str::to_owned);
+            remove(
+                kind,
+                &ctx,
+                &session,
+                &decode(target)?,
+                event.as_deref(),
+                &fields,
+            )
+            .await
+        }
+        [target, event] => {
+            let event = decode(event)?;
+            remove(
+                kind,
+                &ctx,
+                &session,
+                &decode(target)?,
+                Some(&event),
+                &fields,
+            )
+            .await
+        }
+        [raw_url @ .., event] => {
+            let event = decode(event)?;
+            remove(
+                kind,
+                &ctx,
+                &session,
+                &raw_url.join("/"),
+                Some(&event),
+                &fields,
+            )
+            .await
+        }
+        [] => Err(ApiError::not_found("no such route")),
+    }
 }
 
 /// Without an event: deletes every subscription of the target and lists them. With one:

@@ -66,6 +66,9 @@ pub struct HubConfig {
     pub queue_len: usize,
     /// How long a cache channel keeps its last event.
     pub cache_ttl: Duration,
+    /// Accept Pushi's older presence signature (no `channel_data`) for every app, as each
+    /// app's `legacy_auth` setting does for that app: for a migration from Pushi.
+    pub legacy_auth: bool,
 }
 
 impl Default for HubConfig {
@@ -76,6 +79,7 @@ impl Default for HubConfig {
             write_timeout: Duration::from_secs(30),
             queue_len: 1024,
             cache_ttl: Duration::from_secs(30 * 60),
+            legacy_auth: false,
         }
     }
 }

@@ -62,9 +62,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
-use p256::pkcs8::DecodePrivateKey as _;
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -342,19 +341,8 @@ impl ApnsAdapter {
     }
 }
 
-/// Reads an APNs `.p8` key: PKCS#8 PEM as Apple issues it, or SEC1 (`EC PRIVATE KEY`) PEM.
-/// Line breaks written as `\n` (as in an environment variable) are accepted.
-pub fn parse_auth_key(pem: &str) -> Result<SigningKey, String> {
-    let pem = if !pem.contains('\n') && pem.contains("\\n") {
-        pem.replace("\\n", "\n")
-    } else {
-        pem.to_owned()
-    };
-    let pem = pem.trim();
-    SigningKey::from_pkcs8_pem(pem)
-        .or_else(|_| p256::SecretKey::from_sec1_pem(pem).map(SigningKey::from))
-        .map_err(|_| "invalid APN auth key: expected the .p8 P-256 private key (PEM)".to_owned())
-}
+/// Reads an APNs `.p8` key (see [`crate::credentials::apn_auth_key`]).
+pub use crate::credentials::apn_auth_key as parse_auth_key;
 
 /// Signs an APNs provider token: ES256, header `kid`, claims `iss` and `iat`.
 pub fn provider_jwt(

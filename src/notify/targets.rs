@@ -306,7 +306,8 @@ mod tests {
         assert!(e.starts_with("invalid") && e.contains("http(s)"), "{e}");
         let e = refused(
             service
-                .subscribe(&app, web("http://a", "bad name", false))
+                // Pushi's names take any printable text; a control character is refused.
+                .subscribe(&app, web("http://a", "bad\u{1}name", false))
                 .await,
         );
         assert!(e.starts_with("invalid"), "{e}");

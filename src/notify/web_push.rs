@@ -52,7 +52,7 @@ use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::elliptic_curve::rand_core::OsRng;
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
-use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
+use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
 use p256::{PublicKey, SecretKey};
 use reqwest::StatusCode;
 
@@ -60,6 +60,7 @@ use super::outbound::OutboundClient;
 use super::payload::{self, WebPushPayload};
 use super::{Adapter, DeliveryError, NotifyConfig, classify_status, transport_error};
 use crate::app::App;
+use crate::credentials::decode_base64url;
 use crate::store::DeliveryRecord;
 
 /// The contact sent when neither the message nor the app names one (Pushi's default).
@@ -101,7 +102,7 @@ impl Adapter for WebPushAdapter {
         let key_text = non_empty(push.vapid_key.as_deref())
             .or(non_empty(settings.vapid_key.as_deref()))
             .ok_or_else(|| DeliveryError::Permanent(NO_VAPID_KEY.into()))?;
-        let key = parse_vapid_key(key_text).map_err(DeliveryError::Permanent)?;
+        let key = crate::credentials::vapid_key(key_text).map_err(DeliveryError::Permanent)?;
         let contact = vapid_contact(
             non_empty(push.vapid_email.as_deref()).or(non_empty(settings.vapid_email.as_deref())),
         );
@@ -157,7 +158,7 @@ pub fn generate_vapid_key() -> String {
 /// The public key of a VAPID private key (any accepted form): base64url without padding of
 /// the 65-byte uncompressed point, as browsers take it for `applicationServerKey`.
 pub fn vapid_public_key(private_key: &str) -> Result<String, String> {
-    let key = parse_vapid_key(private_key)?;
+    let key = crate::credentials::vapid_key(private_key)?;
     Ok(URL_SAFE_NO_PAD.encode(key.public_key().to_encoded_point(false).as_bytes()))
 }
 
@@ -165,33 +166,6 @@ pub fn vapid_public_key(private_key: &str) -> Result<String, String> {
 /// P-256 public key and `auth` 16 bytes, both base64url.
 pub fn validate_subscription(p256dh: &str, auth: &str) -> Result<(), String> {
     subscription_keys(p256dh, auth).map(|_| ())
-}
-
-/// Reads a VAPID private key: PKCS#8 PEM, SEC1 PEM, the raw 32-byte scalar in base64url (or
-/// base64), or PKCS#8/SEC1 DER in base64url.
-fn parse_vapid_key(text: &str) -> Result<SecretKey, String> {
-    let text = text.trim();
-    let invalid = |why: &str| format!("invalid VAPID private key: {why}");
-    if text.starts_with("-----BEGIN") {
-        return if text.contains("-----BEGIN EC PRIVATE KEY-----") {
-            SecretKey::from_sec1_pem(text).map_err(|_| invalid("unreadable SEC1 PEM"))
-        } else if text.contains("-----BEGIN PRIVATE KEY-----") {
-            SecretKey::from_pkcs8_pem(text)
-                .map_err(|_| invalid("unreadable PKCS#8 PEM (is it a P-256 key?)"))
-        } else {
-            Err(invalid(
-                "PEM must be a PRIVATE KEY (PKCS#8) or EC PRIVATE KEY (SEC1)",
-            ))
-        };
-    }
-    let bytes = decode_base64url(text).map_err(|_| invalid("neither PEM nor base64url"))?;
-    if bytes.len() == 32 {
-        SecretKey::from_slice(&bytes).map_err(|_| invalid("not a P-256 private scalar"))
-    } else {
-        SecretKey::from_pkcs8_der(&bytes)
-            .or_else(|_| SecretKey::from_sec1_der(&bytes))
-            .map_err(|_| invalid("expected 32 bytes (raw scalar) or DER"))
-    }
 }
 
 /// The subscription's public key and auth secret, decoded.
@@ -257,21 +231,6 @@ fn vapid_authorization(
     );
     let public = URL_SAFE_NO_PAD.encode(key.public_key().to_encoded_point(false).as_bytes());
     Ok(format!("vapid t={token}, k={public}"))
-}
-
-/// Base64url, tolerant of padding, whitespace and the standard alphabet (keys pasted from
-/// other tools).
-fn decode_base64url(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '=')
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect();
-    URL_SAFE_NO_PAD.decode(cleaned)
 }
 
 fn non_empty(value: Option<&str>) -> Option<&str> {

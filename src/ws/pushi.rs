@@ -89,22 +89,34 @@ impl Connection {
         }
     }
 
-    /// Pusher's formula always; Pushi's older one (no channel_data) for legacy-auth apps.
-    fn pushi_signature_ok(
+    /// Pusher's formula always; Pushi's older one (no channel_data) when the app or the
+    /// whole server accepts it (`legacy_auth`). A refusal of a signature made with the older
+    /// formula says which switches would accept it.
+    fn pushi_signature_check(
         &self,
         channel: &ChannelName,
         channel_data: Option<&str>,
         auth: &str,
-    ) -> bool {
+    ) -> Result<(), String> {
         let app = self.app();
         let presence_data = channel_data.filter(|_| channel.is_presence());
         let message = auth::channel_auth_message(&self.socket_id, channel.as_str(), presence_data);
         if auth::verify_auth_string(&app.key, &app.secret, &message, auth) {
-            return true;
+            return Ok(());
         }
-        app.settings.legacy_auth && presence_data.is_some() && {
+        let legacy_formula = presence_data.is_some() && {
             let legacy = auth::channel_auth_message(&self.socket_id, channel.as_str(), None);
             auth::verify_auth_string(&app.key, &app.secret, &legacy, auth)
+        };
+        match legacy_formula {
+            true if app.settings.legacy_auth || self.hub.config.legacy_auth => Ok(()),
+            true => Err(format!(
+                "the signature for {channel} uses Pushi's older formula, which leaves channel_data \
+                 unsigned; sign socket_id:channel:channel_data, or accept the older formula for \
+                 this app (setting legacy_auth, e.g. PUT /apps/{{ident}} legacy_auth=1) or for \
+                 the whole server (PUSHI_LEGACY_AUTH=1, --legacy-auth, TOML legacy_auth = true)"
+            )),
+            false => Err(format!("invalid or missing signature for {channel}")),
         }
     }
 
@@ -119,8 +131,8 @@ impl Connection {
         let channel_data = data.channel_data_text();
         if channel.needs_signature() {
             let auth = data.auth.as_deref().unwrap_or_default();
-            if !self.pushi_signature_ok(&channel, channel_data.as_deref(), auth) {
-                let error = format!("invalid or missing signature for {channel}");
+            if let Err(error) = self.pushi_signature_check(&channel, channel_data.as_deref(), auth)
+            {
                 metrics::counter!(crate::metrics::CLIENT_ERRORS).increment(1);
                 return self.send(frames::subscription_error(
                     channel.as_str(),

@@ -138,6 +138,7 @@ async fn forged_server_events_are_refused_in_both_dialects_and_never_reach_a_sub
     // Let the joins' member and count frames arrive before the forgeries.
     drain(&mut watcher, 300).await;
     drain(&mut pushi_watcher, 100).await;
+    drain(&mut pusher_forger, 100).await;
 
     for name in FORGED {
         for channel in ["news", "presence-room"] {

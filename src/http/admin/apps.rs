@@ -46,7 +46,8 @@ pub fn app_json(ctx: &ServerContext, app: &App) -> Value {
     })
 }
 
-fn configured_refusal(id: &str, what: &str) -> ApiError {
+/// The refusal to change an app declared in the configuration at run time.
+pub(crate) fn configured_refusal(id: &str, what: &str) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         format!(

@@ -177,7 +177,11 @@ start_server() {
 }
 
 read -r HTTP_PORT WS_PORT < <(free_ports)
-start_server main "$HTTP_PORT" "$WS_PORT"
+# An app declared in the environment beside the ones the suites create: Pushi clients log
+# into it with its derived ident.
+export PUSHI_ENV_APP_ID=9000 PUSHI_ENV_APP_KEY="env-key-$RANDOM" PUSHI_ENV_APP_SECRET="env-secret-$RANDOM"
+start_server main "$HTTP_PORT" "$WS_PORT" PUSHI_APP_ID="$PUSHI_ENV_APP_ID" \
+  PUSHI_APP_KEY="$PUSHI_ENV_APP_KEY" PUSHI_APP_SECRET="$PUSHI_ENV_APP_SECRET"
 export PUSHI_HTTP_URL="$SCHEME://127.0.0.1:$HTTP_PORT/"
 export PUSHI_WS_URL="$WS_SCHEME://127.0.0.1:$WS_PORT/"
 

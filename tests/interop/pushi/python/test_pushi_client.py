@@ -9,6 +9,7 @@ package's `pushi.net.client` does): connect to `<ws base><app key>`, `pusher:sub
 `{channel, auth, channel_data}` where `auth` comes from the client's own `API.authenticate`.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -275,6 +276,95 @@ class PushiClientTest(unittest.TestCase):
         api.update_app(ident="0" * 64, key="1" * 64)  # "safe" fields are ignored
         shown = api.get(HTTP + "apps/%s" % app["ident"])
         self.assertEqual(shown["key"], app["key"])
+
+    def test_update_app_takes_every_setting_and_hides_secrets(self):
+        app = pushi.API(base_url=HTTP).create_app(uniq("py-settings"))
+        api = self.new_api(app)
+        smtp_url = "smtp://user:hunter2@127.0.0.1:2525?sender=noreply@example.com"
+        result = api.update_app(
+            smtp_url=smtp_url,
+            vapid_email="ops@example.com",
+            apn_sandbox=True,
+            max_payload_bytes=4096,
+            client_events=False,
+            legacy_auth=True,
+            webhooks=[dict(url="https://hooks.example.com/in", event_types=["member_added"])],
+            history_max_age_secs=None,
+        )
+        self.assertNotIn("hunter2", json.dumps(result))
+        shown = api.get(HTTP + "apps/%s" % app["ident"])
+        settings = shown["settings"]
+        self.assertIs(settings["smtp_url"], True, "secrets are reported as set, never shown")
+        self.assertNotIn("hunter2", json.dumps(shown))
+        self.assertEqual(settings["vapid_email"], "ops@example.com")
+        self.assertIs(settings["apn_sandbox"], True)
+        self.assertEqual(settings["max_payload_bytes"], 4096)
+        self.assertIs(settings["client_events"], False)
+        self.assertIs(settings["legacy_auth"], True)
+        self.assertEqual(settings["webhooks"][0]["url"], "https://hooks.example.com/in")
+        self.assertIsNone(settings["history_max_age_secs"])
+
+    def test_update_app_refuses_bad_values_naming_the_field(self):
+        app = pushi.API(base_url=HTTP).create_app(uniq("py-refused"))
+        api = self.new_api(app)
+        for field, value in (
+            ("smtp_url", "ftp://mail.example.com"),
+            ("vapid_email", "nobody"),
+            ("vapid_key", "not a key"),
+            ("max_payload_bytes", 0),
+            ("colour", "blue"),
+        ):
+            with self.subTest(field=field):
+                with self.assertRaises(appier.exceptions.HTTPError) as caught:
+                    api.update_app(**{field: value})
+                self.assertEqual(caught.exception.code, 400)
+                message = caught.exception.read_json()["message"]
+                self.assertTrue(message.startswith(field + ": "), message)
+
+    def test_webhook_set_with_update_app_is_called(self):
+        app = pushi.API(base_url=HTTP).create_app(uniq("py-hooked"))
+        api = self.new_api(app)
+        with Receiver() as receiver:
+            api.update_app(webhooks=[dict(url=receiver.url + "/pusher", event_types=["channel_occupied"])])
+            channel = uniq("occupied")
+            subscriber = Subscriber(app["key"])
+            self.subscribers.append(subscriber)
+            reply = subscriber.subscribe(channel)
+            self.assertEqual(reply["event"], "pusher_internal:subscription_succeeded", reply)
+            body, _headers = receiver.wait(1)[0]
+            self.assertIn(
+                dict(name="channel_occupied", channel=channel),
+                [dict(name=e["name"], channel=e["channel"]) for e in body["events"]],
+            )
+
+    def test_readme_subscribe_and_unsubscribe_routes(self):
+        user = uniq("reader")
+        event = uniq("topic")
+        path = "apps/%s/" % self.app["ident"]
+        status, record = raw("POST", path + "subscribe", dict(self.sid(), user_id=user, event=event))
+        self.assertEqual(status, 200, record)
+        self.assertEqual((record["user_id"], record["event"]), (user, event))
+        listed = self.api.get(HTTP + "subscriptions", user_id=user)["subscriptions"]
+        self.assertEqual([s["event"] for s in listed], [event])
+        status, record = raw("POST", path + "unsubscribe", dict(self.sid(), user_id=user, event=event))
+        self.assertEqual(status, 200, record)
+        self.assertEqual(record["event"], event)
+        self.assertEqual(self.api.get(HTTP + "subscriptions", user_id=user)["subscriptions"], [])
+
+    def test_configured_app_logs_in_with_its_derived_ident(self):
+        app_id = os.environ.get("PUSHI_ENV_APP_ID")
+        if not app_id:
+            self.skipTest("run.sh declares no app in the environment")
+        key = os.environ["PUSHI_ENV_APP_KEY"]
+        secret = os.environ["PUSHI_ENV_APP_SECRET"]
+        ident = hashlib.sha256(
+            b"pushi app ident\0" + app_id.encode() + b"\0" + key.encode()
+        ).hexdigest()
+        self.assertNotEqual(ident, key)
+        api = pushi.API(app_id=ident, app_key=key, app_secret=secret, base_url=HTTP)
+        api.login()
+        apps = api.get(HTTP + "apps")["apps"]
+        self.assertEqual([(a["ident"], a["key"]) for a in apps], [(ident, key)])
 
     def test_apps_listing_is_scoped(self):
         result = self.api.get(HTTP + "apps")
@@ -619,7 +709,10 @@ class PushiClientTest(unittest.TestCase):
             self.assertEqual(body["event"], "update")
             self.assertEqual(json.loads(body["data"]), dict(title="T"))
             self.assertTrue(headers.get("X-Pushi-Delivery"))
-            # The client does not percent-encode URLs; the REST route accepts them encoded.
+            # The client puts the raw URL in the path; the encoded form works as well.
+            deleted = self.api.delete_web(url, event)
+            self.assertEqual((deleted["url"], deleted["event"]), (url, event))
+            self.api.create_web(url, event)
             status, deleted = raw(
                 "DELETE", "webs/%s/%s" % (urllib.parse.quote(url, safe=""), event), self.sid()
             )
