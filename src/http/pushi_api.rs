@@ -145,9 +145,14 @@ async fn login(
     let token = ctx.hub.apps.store().create_session(&app.id).await?;
     // pushi.js calls the REST API from the app's own pages, usually another site, with
     // credentials: over TLS the cookie must be `SameSite=None` (which browsers accept only
-    // with `Secure`) to travel there, as the original's unmarked cookie did. Plain HTTP keeps
-    // `Lax`, the most a non-secure cookie can have.
-    let same_site = if secure { "None; Secure" } else { "Lax" };
+    // with `Secure`) to travel there, as the original's unmarked cookie did, and
+    // `Partitioned` so browsers that block third-party cookies still keep it for the app's
+    // site (and only for it). Plain HTTP keeps `Lax`, the most a non-secure cookie can have.
+    let same_site = if secure {
+        "None; Secure; Partitioned"
+    } else {
+        "Lax"
+    };
     let cookie =
         format!("sid={token}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={SESSION_MAX_AGE}");
     Ok((
