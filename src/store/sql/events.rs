@@ -1,11 +1,11 @@
 //! Persisted events and their associations with subscribed users.
 //!
-//! A publish is saved in one transaction: its events one by one (a publish has one per
-//! channel, so a handful), then every association in a single `INSERT ... SELECT`, so the
-//! cost does not grow with round trips per subscriber. Associations keep Pushi's per-publish
-//! dedup: a user subscribed to several of the channels is associated with the first event
-//! only. The events' ids grow in slice order within the transaction, so "first" is the
-//! smallest id.
+//! Publishes are saved by the group-commit writer ([`super::writer`]): the events of every
+//! publish waiting, with multi-row inserts, then every association in a single
+//! `INSERT ... SELECT`, so the cost does not grow with round trips per event or subscriber.
+//! Associations keep Pushi's per-publish dedup: a user subscribed to several of a publish's
+//! channels is associated with its first event only. A publish's events get ids in slice
+//! order within the transaction, so "first" is the smallest id.
 //!
 //! Housekeeping deletes events in small batches: it picks a batch with one read (no write
 //! lock held), then deletes those events and their associations by key in one short
@@ -14,8 +14,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::{conflict_or, page_limit, placeholders};
-use crate::clock::now_unix;
+use super::{page_limit, placeholders};
 use crate::store::{EventRecord, ExpiredEvents, NewEvent, StoreError};
 
 /// Keys per `IN (...)` list, well under both backends' bound-parameter limits.
@@ -38,47 +37,9 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
     })
 }
 
-pub(super) async fn save(
-    pool: &AnyPool,
-    app_id: &str,
-    new: &[NewEvent],
-) -> Result<Vec<EventRecord>, StoreError> {
-    if new.is_empty() {
-        return Ok(Vec::new());
-    }
-    let created = now_unix();
-    let mut tx = pool.begin().await?;
-    let mut saved = Vec::with_capacity(new.len());
-    for event in new {
-        saved.push(insert(&mut tx, app_id, event, created).await?);
-    }
-    associate(&mut tx, app_id, &saved, created).await?;
-    tx.commit().await?;
-    Ok(saved)
-}
-
-async fn insert(
-    conn: &mut AnyConnection,
-    app_id: &str,
-    event: &NewEvent,
-    created: i64,
-) -> Result<EventRecord, StoreError> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO events (app_id, mid, channel, event, owner_id, timestamp, data, created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-    )
-    .bind(app_id)
-    .bind(&event.mid)
-    .bind(&event.channel)
-    .bind(&event.event)
-    .bind(&event.owner_id)
-    .bind(event.timestamp)
-    .bind(&event.data)
-    .bind(created)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| conflict_or(e, &format!("an event with mid {:?}", event.mid)))?;
-    Ok(EventRecord {
+/// The record of an event saved with `id` at `created`.
+pub(super) fn record(id: i64, app_id: &str, event: &NewEvent, created: i64) -> EventRecord {
+    EventRecord {
         id,
         app_id: app_id.to_owned(),
         mid: event.mid.clone(),
@@ -88,35 +49,49 @@ async fn insert(
         timestamp: event.timestamp,
         data: event.data.clone(),
         created,
-    })
+    }
 }
 
-/// Associates each user subscribed to any of the saved events' channels with the first of
-/// those events on one of their channels.
-async fn associate(
+/// Associates users with saved events, in one statement for any number of publishes:
+/// `ids[i]` was saved by publish `groups[i]`, and each user subscribed to any of a publish's
+/// channels is associated with the first (smallest id) of that publish's events on one of
+/// their channels. The list is padded to a power of two with id 0 (no event has it), so a
+/// connection prepares few distinct statements.
+pub(super) async fn associate_groups(
     conn: &mut AnyConnection,
-    app_id: &str,
-    saved: &[EventRecord],
+    ids: &[i64],
+    groups: &[i64],
     created: i64,
 ) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let padded = ids.len().next_power_of_two();
+    let values = (0..padded)
+        .map(|i| format!("(${}, ${})", 2 * i + 2, 2 * i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "INSERT INTO associations (app_id, user_id, mid, created) \
-         SELECT e.app_id, f.user_id, e.mid, $2 \
+        "WITH saved (id, grp) AS (VALUES {values}) \
+         INSERT INTO associations (app_id, user_id, mid, created) \
+         SELECT e.app_id, f.user_id, e.mid, $1 \
          FROM (SELECT s.user_id AS user_id, MIN(e.id) AS event_id \
-               FROM subscriptions s \
-               JOIN events e ON e.app_id = s.app_id AND e.channel = s.event \
-               WHERE s.app_id = $1 AND e.id IN ({}) \
-               GROUP BY s.user_id) f \
+               FROM saved \
+               JOIN events e ON e.id = saved.id \
+               JOIN subscriptions s ON s.app_id = e.app_id AND s.event = e.channel \
+               GROUP BY saved.grp, s.user_id) f \
          JOIN events e ON e.id = f.event_id \
-         ORDER BY f.event_id, f.user_id",
-        placeholders(3, saved.len())
+         ORDER BY f.event_id, f.user_id"
     );
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(app_id)
-        .bind(created);
-    saved
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(created);
+    let pairs = ids
         .iter()
-        .fold(query, |q, event| q.bind(event.id))
+        .zip(groups)
+        .map(|(id, group)| (*id, *group))
+        .chain(std::iter::repeat((0, -1)))
+        .take(padded);
+    pairs
+        .fold(query, |q, (id, group)| q.bind(id).bind(group))
         .execute(&mut *conn)
         .await?;
     Ok(())
