@@ -12,7 +12,7 @@
 //! transaction, so a publish never waits long behind it.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 
 use super::{page_limit, placeholders};
 use crate::store::{EventRecord, ExpiredEvents, NewEvent, StoreError};
@@ -50,51 +50,6 @@ pub(super) fn record(id: i64, app_id: &str, event: &NewEvent, created: i64) -> E
         data: event.data.clone(),
         created,
     }
-}
-
-/// Associates users with saved events, in one statement for any number of publishes:
-/// `ids[i]` was saved by publish `groups[i]`, and each user subscribed to any of a publish's
-/// channels is associated with the first (smallest id) of that publish's events on one of
-/// their channels. The list is padded to a power of two with id 0 (no event has it), so a
-/// connection prepares few distinct statements.
-pub(super) async fn associate_groups(
-    conn: &mut AnyConnection,
-    ids: &[i64],
-    groups: &[i64],
-    created: i64,
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let padded = ids.len().next_power_of_two();
-    let values = (0..padded)
-        .map(|i| format!("(${}, ${})", 2 * i + 2, 2 * i + 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "WITH saved (id, grp) AS (VALUES {values}) \
-         INSERT INTO associations (app_id, user_id, mid, created) \
-         SELECT e.app_id, f.user_id, e.mid, $1 \
-         FROM (SELECT s.user_id AS user_id, MIN(e.id) AS event_id \
-               FROM saved \
-               JOIN events e ON e.id = saved.id \
-               JOIN subscriptions s ON s.app_id = e.app_id AND s.event = e.channel \
-               GROUP BY saved.grp, s.user_id) f \
-         JOIN events e ON e.id = f.event_id \
-         ORDER BY f.event_id, f.user_id"
-    );
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(created);
-    let pairs = ids
-        .iter()
-        .zip(groups)
-        .map(|(id, group)| (*id, *group))
-        .chain(std::iter::repeat((0, -1)))
-        .take(padded);
-    pairs
-        .fold(query, |q, (id, group)| q.bind(id).bind(group))
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 pub(super) async fn channel_history(

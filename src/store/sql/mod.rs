@@ -41,7 +41,7 @@ pub struct SqlStore {
 /// The settings every SQLite connection gets: wait for the single writer instead of failing,
 /// write-ahead logging (readers never block the writer), and durable commits at the WAL's
 /// usual cost.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; \
+pub(super) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; \
                               PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
 
 /// How long closing waits for the writes in flight to finish.
@@ -125,7 +125,8 @@ impl SqlStore {
         let pool = options.connect(&url).await?;
         migrations::run(&pool, backend).await?;
         let sqlite_file_url = (backend == Backend::Sqlite && !in_memory).then_some(url);
-        let writer = writer::EventWriter::start(pool.clone(), backend);
+        let writer_file = sqlite_file_url.as_deref().map(sqlite_path);
+        let writer = writer::EventWriter::start(pool.clone(), backend, writer_file)?;
         Ok(Self {
             pool,
             backend,

@@ -18,13 +18,20 @@
 //! The queue is bounded ([`QUEUE_PUBLISHES`]): when the database falls behind, publishers wait
 //! for room, which slows the HTTP clients and WebSocket senders that caused the load rather
 //! than growing memory.
+//!
+//! On a SQLite file the writer is a thread of its own with its own connection (rusqlite, on
+//! the same SQLite library sqlx links): a batch is then one hand-off in and one answer out,
+//! instead of one round trip to sqlx's connection thread per statement, and the connection's
+//! page cache stays valid because no other connection writes events. PostgreSQL (and SQLite
+//! in memory, where another connection would be another database) use a task on the pool.
+//! Both run the same statements ([`insert_sql`], [`associate_sql`]).
 
 use std::collections::HashMap;
 
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{conflict_or, events};
+use super::{SQLITE_PRAGMAS, conflict_or, events};
 use crate::clock::now_unix;
 use crate::store::migrations::Backend;
 use crate::store::{EventRecord, NewEvent, StoreError};
@@ -58,11 +65,30 @@ pub(super) struct EventWriter {
 }
 
 impl EventWriter {
-    /// Starts the writer task on the current runtime.
-    pub(super) fn start(pool: AnyPool, backend: Backend) -> Self {
+    /// Starts the writer: a thread on its own connection to `sqlite_file` when given,
+    /// otherwise a task on the pool (current runtime).
+    pub(super) fn start(
+        pool: AnyPool,
+        backend: Backend,
+        sqlite_file: Option<&str>,
+    ) -> Result<Self, StoreError> {
         let (queue, rx) = mpsc::channel(QUEUE_PUBLISHES);
-        tokio::spawn(run(pool, backend, rx));
-        Self { queue }
+        match sqlite_file {
+            Some(file) => {
+                let conn = open_sqlite(file)?;
+                std::thread::Builder::new()
+                    .name("pushi-event-writer".into())
+                    .spawn(move || run_sqlite(conn, rx))
+                    .map_err(|e| StoreError::Unusable {
+                        file: file.to_owned(),
+                        reason: format!("cannot start the event writer: {e}"),
+                    })?;
+            }
+            None => {
+                tokio::spawn(run(pool, backend, rx));
+            }
+        }
+        Ok(Self { queue })
     }
 
     /// Saves one publish's events and answers after their transaction committed.
@@ -102,6 +128,56 @@ struct Job {
     reply: Reply,
 }
 
+/// What the writer does next: save `batch` (possibly empty), then stop if `close` is set.
+struct Next {
+    batch: Vec<Job>,
+    close: Option<oneshot::Sender<()>>,
+}
+
+/// Takes `first` and whatever else is queued, up to [`MAX_BATCH_EVENTS`] (a publish that does
+/// not fit is kept in `pending` for the next batch), stopping at a close.
+fn next_batch(
+    first: Message,
+    rx: &mut mpsc::Receiver<Message>,
+    pending: &mut Option<Message>,
+) -> Next {
+    let mut batch = Vec::new();
+    let mut rows = 0;
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        match message {
+            Message::Close(done) => {
+                return Next {
+                    batch,
+                    close: Some(done),
+                };
+            }
+            Message::Save {
+                app_id,
+                events,
+                reply,
+            } => {
+                if !batch.is_empty() && rows + events.len() > MAX_BATCH_EVENTS {
+                    *pending = Some(Message::Save {
+                        app_id,
+                        events,
+                        reply,
+                    });
+                    break;
+                }
+                rows += events.len();
+                batch.push(Job {
+                    app_id,
+                    events,
+                    reply,
+                });
+            }
+        }
+        next = rx.try_recv().ok();
+    }
+    Next { batch, close: None }
+}
+
 async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Message>) {
     let mut pending: Option<Message> = None;
     loop {
@@ -112,39 +188,7 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Message>) {
                 None => return,
             },
         };
-        let mut batch = Vec::new();
-        let mut rows = 0;
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Close(done) => {
-                    close = Some(done);
-                    break;
-                }
-                Message::Save {
-                    app_id,
-                    events,
-                    reply,
-                } => {
-                    if !batch.is_empty() && rows + events.len() > MAX_BATCH_EVENTS {
-                        pending = Some(Message::Save {
-                            app_id,
-                            events,
-                            reply,
-                        });
-                        break;
-                    }
-                    rows += events.len();
-                    batch.push(Job {
-                        app_id,
-                        events,
-                        reply,
-                    });
-                }
-            }
-            next = rx.try_recv().ok();
-        }
+        let Next { batch, close } = next_batch(first, &mut rx, &mut pending);
         if !batch.is_empty() {
             save_batch(&pool, backend, batch).await;
         }
@@ -189,10 +233,7 @@ async fn save_together(
     batch: &[Job],
 ) -> Result<Vec<Vec<EventRecord>>, StoreError> {
     let created = now_unix();
-    let rows: Vec<(&str, &NewEvent)> = batch
-        .iter()
-        .flat_map(|job| job.events.iter().map(|e| (job.app_id.as_str(), e)))
-        .collect();
+    let rows = rows_of(batch);
     let mut tx = match backend {
         // Take the write lock at once: waiting for it honours busy_timeout, upgrading later
         // might not.
@@ -200,22 +241,71 @@ async fn save_together(
         Backend::Postgres => pool.begin().await?,
     };
     let mut ids = Vec::with_capacity(rows.len());
-    let mut rest = &rows[..];
-    while !rest.is_empty() {
-        let n = chunk_len(rest.len());
-        let (chunk, tail) = rest.split_at(n);
-        ids.extend(insert_rows(&mut tx, chunk, created).await?);
-        rest = tail;
+    for chunk in chunks(&rows) {
+        let query = chunk.iter().fold(
+            sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len()))),
+            |q, (app, e)| {
+                q.bind(*app)
+                    .bind(&e.mid)
+                    .bind(&e.channel)
+                    .bind(&e.event)
+                    .bind(&e.owner_id)
+                    .bind(e.timestamp)
+                    .bind(&e.data)
+                    .bind(created)
+            },
+        );
+        let returned = query
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, SAME_MID))?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    row.try_get("app_id")?,
+                    row.try_get("mid")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        ids.extend(match_ids(returned, chunk)?);
     }
-    let mut groups = Vec::with_capacity(rows.len());
+    let groups = groups_of(batch);
+    let (sql, pairs) = associations(&ids, &groups);
+    pairs
+        .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, (id, group)| {
+            q.bind(id).bind(group)
+        })
+        .bind(created)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(records(batch, ids, created))
+}
+
+const SAME_MID: &str = "an event with the same mid";
+
+/// Every event of the batch with its app, in publish order, then slice order.
+fn rows_of(batch: &[Job]) -> Vec<(&str, &NewEvent)> {
+    batch
+        .iter()
+        .flat_map(|job| job.events.iter().map(|e| (job.app_id.as_str(), e)))
+        .collect()
+}
+
+/// For each row of [`rows_of`], the index of its publish in the batch.
+fn groups_of(batch: &[Job]) -> Vec<i64> {
+    let mut groups = Vec::new();
     for (group, job) in batch.iter().enumerate() {
         groups.extend(std::iter::repeat_n(group as i64, job.events.len()));
     }
-    events::associate_groups(&mut tx, &ids, &groups, created).await?;
-    tx.commit().await?;
+    groups
+}
 
+/// The saved records of each publish, from the ids of [`rows_of`]'s rows.
+fn records(batch: &[Job], ids: Vec<i64>, created: i64) -> Vec<Vec<EventRecord>> {
     let mut ids = ids.into_iter();
-    Ok(batch
+    batch
         .iter()
         .map(|job| {
             job.events
@@ -224,7 +314,20 @@ async fn save_together(
                 .map(|(event, id)| events::record(id, &job.app_id, event, created))
                 .collect()
         })
-        .collect())
+        .collect()
+}
+
+/// The rows cut into statements of power-of-two sizes, at most [`MAX_ROWS_PER_INSERT`].
+fn chunks<'a, T>(rows: &'a [T]) -> impl Iterator<Item = &'a [T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// The largest power of two, at most [`MAX_ROWS_PER_INSERT`], that fits in `n`.
@@ -233,15 +336,10 @@ fn chunk_len(n: usize) -> usize {
     fits.min(MAX_ROWS_PER_INSERT)
 }
 
-/// Inserts rows with one statement and returns their ids in row order. The ids are matched
-/// by `(app_id, mid)`, which is unique once the statement succeeded, so nothing depends on
-/// the order a backend returns rows in.
-async fn insert_rows(
-    conn: &mut AnyConnection,
-    rows: &[(&str, &NewEvent)],
-    created: i64,
-) -> Result<Vec<i64>, StoreError> {
-    let values = (0..rows.len())
+/// `INSERT` of `n` events (8 parameters each: app, mid, channel, event, owner, timestamp,
+/// data, created), returning each row's id, app and mid.
+fn insert_sql(n: usize) -> String {
+    let values = (0..n)
         .map(|r| {
             let p = r * 8;
             format!(
@@ -258,45 +356,31 @@ async fn insert_rows(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
+    format!(
         "INSERT INTO events (app_id, mid, channel, event, owner_id, timestamp, data, created) \
          VALUES {values} RETURNING id, app_id, mid"
-    );
-    let query = rows
-        .iter()
-        .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, (app, e)| {
-            q.bind(*app)
-                .bind(&e.mid)
-                .bind(&e.channel)
-                .bind(&e.event)
-                .bind(&e.owner_id)
-                .bind(e.timestamp)
-                .bind(&e.data)
-                .bind(created)
-        });
-    let returned = query
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| conflict_or(e, "an event with the same mid"))?;
-    // Both backends return the rows in the order they were given; check rather than trust.
-    let mut in_order = returned.len() == rows.len();
-    let mut ids = Vec::with_capacity(rows.len());
-    for (row, (app, event)) in returned.iter().zip(rows) {
-        let id: i64 = row.try_get("id")?;
-        let same: bool = row.try_get::<&str, _>("app_id")? == *app
-            && row.try_get::<&str, _>("mid")? == event.mid;
-        in_order &= same;
-        ids.push(id);
-    }
+    )
+}
+
+/// The ids of `rows` in row order, from what the insert returned. Both backends return rows
+/// in the order given; this checks rather than trusts, matching by `(app_id, mid)` (unique
+/// once the insert succeeded) when the order differs.
+fn match_ids(
+    returned: Vec<(i64, String, String)>,
+    rows: &[(&str, &NewEvent)],
+) -> Result<Vec<i64>, StoreError> {
+    let in_order = returned.len() == rows.len()
+        && returned
+            .iter()
+            .zip(rows)
+            .all(|((_, app, mid), (a, e))| app == a && *mid == e.mid);
     if in_order {
-        return Ok(ids);
+        return Ok(returned.into_iter().map(|(id, _, _)| id).collect());
     }
-    let mut by_key = HashMap::with_capacity(returned.len());
-    for row in &returned {
-        let app: String = row.try_get("app_id")?;
-        let mid: String = row.try_get("mid")?;
-        by_key.insert((app, mid), row.try_get::<i64, _>("id")?);
-    }
+    let by_key: HashMap<(String, String), i64> = returned
+        .into_iter()
+        .map(|(id, app, mid)| ((app, mid), id))
+        .collect();
     rows.iter()
         .map(|(app, e)| {
             by_key
@@ -305,6 +389,189 @@ async fn insert_rows(
                 .ok_or_else(|| StoreError::Corrupt("an inserted event returned no id".into()))
         })
         .collect()
+}
+
+/// The statement associating users with saved events, for any number of publishes, and its
+/// parameters but the last (the `created` time): `ids[i]` was saved by publish `groups[i]`, and
+/// each user subscribed to any of a publish's channels is associated with the first (smallest
+/// id) of that publish's events on one of their channels. The list is padded to a power of
+/// two with id 0 (no event has it), so a connection prepares few distinct statements.
+/// Parameters are numbered in the order they appear: SQLite gives `$N` its index by order of
+/// appearance, not by `N`.
+fn associations(ids: &[i64], groups: &[i64]) -> (String, impl Iterator<Item = (i64, i64)>) {
+    let padded = ids.len().next_power_of_two();
+    let values = (0..padded)
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let created = 2 * padded + 1;
+    let sql = format!(
+        "WITH saved (id, grp) AS (VALUES {values}) \
+         INSERT INTO associations (app_id, user_id, mid, created) \
+         SELECT e.app_id, f.user_id, e.mid, ${created} \
+         FROM (SELECT s.user_id AS user_id, MIN(e.id) AS event_id \
+               FROM saved \
+               JOIN events e ON e.id = saved.id \
+               JOIN subscriptions s ON s.app_id = e.app_id AND s.event = e.channel \
+               GROUP BY saved.grp, s.user_id) f \
+         JOIN events e ON e.id = f.event_id \
+         ORDER BY f.event_id, f.user_id"
+    );
+    let pairs = ids
+        .iter()
+        .copied()
+        .zip(groups.iter().copied())
+        .chain(std::iter::repeat((0, -1)))
+        .take(padded);
+    (sql, pairs)
+}
+
+// SQLite file: a thread of its own ---------------------------------------------------------
+
+fn open_sqlite(file: &str) -> Result<rusqlite::Connection, StoreError> {
+    let unusable = |e: rusqlite::Error| StoreError::Unusable {
+        file: file.to_owned(),
+        reason: e.to_string(),
+    };
+    let conn = rusqlite::Connection::open(file).map_err(unusable)?;
+    conn.execute_batch(SQLITE_PRAGMAS).map_err(unusable)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn run_sqlite(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Message>) {
+    let mut pending: Option<Message> = None;
+    loop {
+        let first = match pending.take() {
+            Some(message) => message,
+            None => match rx.blocking_recv() {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let Next { batch, close } = next_batch(first, &mut rx, &mut pending);
+        if !batch.is_empty() {
+            save_batch_sqlite(&mut conn, batch);
+        }
+        if let Some(done) = close {
+            rx.close();
+            drop(conn);
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// [`save_batch`] on the thread's connection.
+fn save_batch_sqlite(conn: &mut rusqlite::Connection, batch: Vec<Job>) {
+    match save_together_sqlite(conn, &batch) {
+        Ok(saved) => {
+            for (job, records) in batch.into_iter().zip(saved) {
+                let _ = job.reply.send(Ok(records));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "a batch of publishes failed: saving them one by one");
+            for job in batch {
+                let result = save_together_sqlite(conn, std::slice::from_ref(&job));
+                let _ = job
+                    .reply
+                    .send(result.map(|mut saved| saved.pop().unwrap_or_default()));
+            }
+        }
+    }
+}
+
+/// [`save_together`] with rusqlite: the same statements, prepared once per connection.
+fn save_together_sqlite(
+    conn: &mut rusqlite::Connection,
+    batch: &[Job],
+) -> Result<Vec<Vec<EventRecord>>, StoreError> {
+    let created = now_unix();
+    let rows = rows_of(batch);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in chunks(&rows) {
+        let mut statement = tx
+            .prepare_cached(&insert_sql(chunk.len()))
+            .map_err(sqlite_error)?;
+        for (r, (app, e)) in chunk.iter().enumerate() {
+            let p = r * 8;
+            statement
+                .raw_bind_parameter(p + 1, app)
+                .map_err(sqlite_error)?;
+            statement
+                .raw_bind_parameter(p + 2, &e.mid)
+                .map_err(sqlite_error)?;
+            statement
+                .raw_bind_parameter(p + 3, &e.channel)
+                .map_err(sqlite_error)?;
+            statement
+                .raw_bind_parameter(p + 4, &e.event)
+                .map_err(sqlite_error)?;
+            statement
+                .raw_bind_parameter(p + 5, &e.owner_id)
+                .map_err(sqlite_error)?;
+            statement
+                .raw_bind_parameter(p + 6, e.timestamp)
+                .map_err(sqlite_error)?;
+            statement
+                .raw_bind_parameter(p + 7, &e.data)
+                .map_err(sqlite_error)?;
+            statement
+                .raw_bind_parameter(p + 8, created)
+                .map_err(sqlite_error)?;
+        }
+        let mut returned = Vec::with_capacity(chunk.len());
+        let mut result = statement.raw_query();
+        while let Some(row) = result.next().map_err(sqlite_error)? {
+            returned.push((
+                row.get(0).map_err(sqlite_error)?,
+                row.get(1).map_err(sqlite_error)?,
+                row.get(2).map_err(sqlite_error)?,
+            ));
+        }
+        ids.extend(match_ids(returned, chunk)?);
+    }
+    let groups = groups_of(batch);
+    let (sql, pairs) = associations(&ids, &groups);
+    let mut statement = tx.prepare_cached(&sql).map_err(sqlite_error)?;
+    let mut last = 0;
+    for (i, (id, group)) in pairs.enumerate() {
+        statement
+            .raw_bind_parameter(2 * i + 1, id)
+            .map_err(sqlite_error)?;
+        statement
+            .raw_bind_parameter(2 * i + 2, group)
+            .map_err(sqlite_error)?;
+        last = 2 * i + 2;
+    }
+    statement
+        .raw_bind_parameter(last + 1, created)
+        .map_err(sqlite_error)?;
+    statement.raw_execute().map_err(sqlite_error)?;
+    drop(statement);
+    tx.commit().map_err(sqlite_error)?;
+    Ok(records(batch, ids, created))
+}
+
+/// A unique-constraint violation is the one error a publish can cause itself.
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            StoreError::Conflict(SAME_MID.to_owned())
+        }
+        _ => StoreError::Sqlite(e),
+    }
 }
 
 #[cfg(test)]
