@@ -28,8 +28,6 @@ const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(1);
 /// How long a delivery waits when its target is busy.
 const BUSY_TARGET_DEFER_MS: i64 = 250;
 
-/// Metric names of offline delivery.
-
 pub struct Worker {
     apps: Arc<AppRegistry>,
     config: NotifyConfig,

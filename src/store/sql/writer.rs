@@ -318,7 +318,7 @@ fn records(batch: &[Job], ids: Vec<i64>, created: i64) -> Vec<Vec<EventRecord>> 
 }
 
 /// The rows cut into statements of power-of-two sizes, at most [`MAX_ROWS_PER_INSERT`].
-fn chunks<'a, T>(rows: &'a [T]) -> impl Iterator<Item = &'a [T]> {
+fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = rows;
     std::iter::from_fn(move || {
         if rest.is_empty() {
