@@ -270,10 +270,10 @@ async fn pending_deliveries_survive_kill_dash_nine() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A fresh PostgreSQL schema for one test, as a database URL (`PUSHI_TEST_POSTGRES_URL`, by
-/// default the local `test` database); `None` when it is unreachable and
-/// `PUSHI_TEST_SKIP_POSTGRES=1` says to skip.
-async fn postgres_schema(case: &str) -> Option<String> {
+/// A fresh PostgreSQL schema for one test in `PUSHI_TEST_POSTGRES_URL` (by default the local
+/// `test` database): the server's database URL and the schema's name. `None` when it is
+/// unreachable and `PUSHI_TEST_SKIP_POSTGRES=1` says to skip.
+async fn postgres_schema(case: &str) -> Option<(String, String)> {
     use sqlx::Connection;
     let base = std::env::var("PUSHI_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
@@ -296,7 +296,24 @@ async fn postgres_schema(case: &str) -> Option<String> {
     .await
     .expect("create the test schema");
     let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+    Some((
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    ))
+}
+
+/// Removes a schema made by [`postgres_schema`].
+async fn drop_postgres_schema(schema: &str) {
+    use sqlx::Connection;
+    let base = std::env::var("PUSHI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&base).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&mut admin)
+        .await;
+    }
 }
 
 /// Publishers in the burst, each sending its next event as soon as the last was answered.
@@ -426,7 +443,8 @@ async fn acknowledged_burst_survives_kill_dash_nine_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_burst_survives_kill_dash_nine_on_postgres() {
-    if let Some(db) = postgres_schema("burst").await {
+    if let Some((db, schema)) = postgres_schema("burst").await {
         acknowledged_burst_survives_kill_dash_nine(&db).await;
+        drop_postgres_schema(&schema).await;
     }
 }
