@@ -12,9 +12,12 @@
 #   ROUNDS (3)  SERVERS ("pushi sockudo original")  QUICK (0)
 #   SCENARIOS ("idle fanout fanout-burst trigger many-channels churn persist")
 #   PUSHI_BIN   a pushi binary to use instead of building one
+#   BENCH_BIN   a pushi-bench binary to use instead of building one
 #   BASELINE_BIN  an earlier pushi binary, measured as the server "baseline"
 #   BENCH_VENV  virtualenv for the original Pushi (default: ../bench-venv next to the repo)
-#   PG_URL      PostgreSQL URL for "persist" (default: a throwaway cluster if postgres exists)
+#   PG_URL      PostgreSQL URL for "persist" (default: a throwaway cluster if postgres exists;
+#               its public schema is dropped before each run: never point it at a shared database)
+#   PERSIST_LANES  concurrent publishers of "persist" (8)
 #   OUT         results folder (default bench/results/DATE)  WRITE (1: update docs/benchmarks.md)
 #   CARGO_TARGET_DIR is honoured for the builds.
 set -euo pipefail
@@ -50,7 +53,7 @@ scenario_args() {
     trigger) echo "trigger --lanes 16 --duration-secs $DUR" ;;
     many-channels) echo "many-channels --channels $MANY_N --duration-secs $DUR --lanes 8" ;;
     churn) echo "churn --cycles $CHURN_N --workers 64 --max-secs 90" ;;
-    persist-*) echo "persist --lanes 8 --duration-secs $DUR" ;;
+    persist-*) echo "persist --lanes ${PERSIST_LANES:-8} --duration-secs $DUR" ;;
   esac
 }
 
@@ -61,10 +64,10 @@ if [ -z "${PUSHI_BIN:-}" ]; then
   log "building pushi and pushi-bench (release)"
   cargo build --release -p pushi -p pushi-bench >&2
   PUSHI_BIN=$TARGET_DIR/release/pushi
-else
+elif [ -z "${BENCH_BIN:-}" ]; then
   cargo build --release -p pushi-bench >&2
 fi
-BENCH=$TARGET_DIR/release/pushi-bench
+BENCH=${BENCH_BIN:-$TARGET_DIR/release/pushi-bench}
 
 need_sockudo=0 need_orig=0
 case " $SERVERS " in *" sockudo "*) need_sockudo=1 ;; esac

@@ -269,3 +269,182 @@ async fn pending_deliveries_survive_kill_dash_nine() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A fresh PostgreSQL schema for one test in `PUSHI_TEST_POSTGRES_URL` (by default the local
+/// `test` database): the server's database URL and the schema's name. `None` when it is
+/// unreachable and `PUSHI_TEST_SKIP_POSTGRES=1` says to skip.
+async fn postgres_schema(case: &str) -> Option<(String, String)> {
+    use sqlx::Connection;
+    let base = std::env::var("PUSHI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(conn) => conn,
+        Err(e) if std::env::var("PUSHI_TEST_SKIP_POSTGRES").as_deref() == Ok("1") => {
+            eprintln!("skipping the PostgreSQL case {case}: {e}");
+            return None;
+        }
+        Err(e) => panic!(
+            "PostgreSQL at {base} is unreachable ({e}); start it, point PUSHI_TEST_POSTGRES_URL \
+             at one, or set PUSHI_TEST_SKIP_POSTGRES=1"
+        ),
+    };
+    let schema = format!("pushi_recovery_{}_{case}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE; CREATE SCHEMA \"{schema}\""
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("create the test schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    ))
+}
+
+/// Removes a schema made by [`postgres_schema`].
+async fn drop_postgres_schema(schema: &str) {
+    use sqlx::Connection;
+    let base = std::env::var("PUSHI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&base).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&mut admin)
+        .await;
+    }
+}
+
+/// Publishers in the burst, each sending its next event as soon as the last was answered.
+const BURST_PUBLISHERS: usize = 32;
+/// Acknowledged publishes before the kill: enough that many are in flight together.
+const ACKED_BEFORE_KILL: usize = 600;
+
+/// Kills the server (SIGKILL) in the middle of a burst of concurrent persisted publishes,
+/// restarts it, and checks that every publish answered 200 is stored, once, and that each
+/// publisher's events are stored in the order it published them. Publishes cut off by the
+/// kill may or may not be stored: they were never acknowledged.
+async fn acknowledged_burst_survives_kill_dash_nine(db: &str) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let port = free_port();
+    let mut server = spawn(db, port).await;
+    let login = [
+        ("app_id", "1"),
+        ("app_key", "recovery-key"),
+        ("app_secret", "recovery-secret"),
+    ];
+    let token = call(&server.base, reqwest::Method::GET, "/login", &login, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let acked_total = Arc::new(AtomicUsize::new(0));
+    let mut publishers = Vec::new();
+    for p in 0..BURST_PUBLISHERS {
+        let base = server.base.clone();
+        let token = token.clone();
+        let acked_total = acked_total.clone();
+        publishers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acked = Vec::new();
+            for i in 0.. {
+                let data = format!("p{p}-{i}");
+                // Two channels per publish on odd publishers: one transaction saves both.
+                let channel = if p % 2 == 1 {
+                    json!(["burst", format!("side-{p}")])
+                } else {
+                    json!("burst")
+                };
+                let sent = client
+                    .post(format!("{base}/events"))
+                    .query(&[("sid", token.as_str())])
+                    .json(&json!({"data": data, "channel": channel}))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() != reqwest::StatusCode::OK {
+                    break;
+                }
+                match response.json::<Value>().await {
+                    Ok(body) if body == json!({"result": "success"}) => {}
+                    _ => break,
+                }
+                acked.push(data);
+                acked_total.fetch_add(1, Ordering::Relaxed);
+            }
+            acked
+        }));
+    }
+    while acked_total.load(Ordering::Relaxed) < ACKED_BEFORE_KILL {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // SIGKILL while the publishers keep going: no shutdown code runs.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut acked = Vec::new();
+    for publisher in publishers {
+        acked.push(publisher.await.unwrap());
+    }
+    let total: usize = acked.iter().map(Vec::len).sum();
+    assert!(total >= ACKED_BEFORE_KILL);
+
+    let _server = spawn(db, port).await;
+    let store = pushi::store::open(db).await.expect("open the store");
+    use pushi::store::Store;
+    let stored = store.channel_history("1", "burst", 0, 0).await.unwrap();
+    let mut position = std::collections::HashMap::new();
+    for event in &stored {
+        let message: Value = serde_json::from_str(&event.data).unwrap();
+        let data = message["data"].as_str().unwrap().to_owned();
+        assert!(
+            position.insert(data.clone(), event.id).is_none(),
+            "{data} stored twice"
+        );
+    }
+    for (p, events) in acked.iter().enumerate() {
+        let mut last = 0;
+        for data in events {
+            let id = *position
+                .get(data)
+                .unwrap_or_else(|| panic!("{data} was acknowledged but is not stored"));
+            assert!(id > last, "publisher {p}: {data} stored out of order");
+            last = id;
+        }
+        if p % 2 == 1 && !events.is_empty() {
+            let side = store
+                .channel_history("1", &format!("side-{p}"), 0, 0)
+                .await
+                .unwrap();
+            let side: std::collections::HashSet<Value> = side
+                .iter()
+                .map(|e| serde_json::from_str::<Value>(&e.data).unwrap()["data"].clone())
+                .collect();
+            for data in events {
+                assert!(
+                    side.contains(&json!(data)),
+                    "{data} missing on its second channel"
+                );
+            }
+        }
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_burst_survives_kill_dash_nine_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("pushi-burst-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("pushi.db").display());
+    acknowledged_burst_survives_kill_dash_nine(&db).await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_burst_survives_kill_dash_nine_on_postgres() {
+    if let Some((db, schema)) = postgres_schema("burst").await {
+        acknowledged_burst_survives_kill_dash_nine(&db).await;
+        drop_postgres_schema(&schema).await;
+    }
+}

@@ -34,6 +34,10 @@ pub use records::{
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of the SQLite connection that saves persisted events (see
+    /// [`sql::writer`]).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("{0} already exists")]
     Conflict(String),
     #[error("stored data is corrupt: {0}")]

@@ -1,21 +1,20 @@
 //! Persisted events and their associations with subscribed users.
 //!
-//! A publish is saved in one transaction: its events one by one (a publish has one per
-//! channel, so a handful), then every association in a single `INSERT ... SELECT`, so the
-//! cost does not grow with round trips per subscriber. Associations keep Pushi's per-publish
-//! dedup: a user subscribed to several of the channels is associated with the first event
-//! only. The events' ids grow in slice order within the transaction, so "first" is the
-//! smallest id.
+//! Publishes are saved by the group-commit writer ([`super::writer`]): the events of every
+//! publish waiting, with multi-row inserts, then every association in a single
+//! `INSERT ... SELECT`, so the cost does not grow with round trips per event or subscriber.
+//! Associations keep Pushi's per-publish dedup: a user subscribed to several of a publish's
+//! channels is associated with its first event only. A publish's events get ids in slice
+//! order within the transaction, so "first" is the smallest id.
 //!
 //! Housekeeping deletes events in small batches: it picks a batch with one read (no write
 //! lock held), then deletes those events and their associations by key in one short
 //! transaction, so a publish never waits long behind it.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 
-use super::{conflict_or, page_limit, placeholders};
-use crate::clock::now_unix;
+use super::{page_limit, placeholders};
 use crate::store::{EventRecord, ExpiredEvents, NewEvent, StoreError};
 
 /// Keys per `IN (...)` list, well under both backends' bound-parameter limits.
@@ -38,47 +37,9 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
     })
 }
 
-pub(super) async fn save(
-    pool: &AnyPool,
-    app_id: &str,
-    new: &[NewEvent],
-) -> Result<Vec<EventRecord>, StoreError> {
-    if new.is_empty() {
-        return Ok(Vec::new());
-    }
-    let created = now_unix();
-    let mut tx = pool.begin().await?;
-    let mut saved = Vec::with_capacity(new.len());
-    for event in new {
-        saved.push(insert(&mut tx, app_id, event, created).await?);
-    }
-    associate(&mut tx, app_id, &saved, created).await?;
-    tx.commit().await?;
-    Ok(saved)
-}
-
-async fn insert(
-    conn: &mut AnyConnection,
-    app_id: &str,
-    event: &NewEvent,
-    created: i64,
-) -> Result<EventRecord, StoreError> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO events (app_id, mid, channel, event, owner_id, timestamp, data, created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-    )
-    .bind(app_id)
-    .bind(&event.mid)
-    .bind(&event.channel)
-    .bind(&event.event)
-    .bind(&event.owner_id)
-    .bind(event.timestamp)
-    .bind(&event.data)
-    .bind(created)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| conflict_or(e, &format!("an event with mid {:?}", event.mid)))?;
-    Ok(EventRecord {
+/// The record of an event saved with `id` at `created`.
+pub(super) fn record(id: i64, app_id: &str, event: &NewEvent, created: i64) -> EventRecord {
+    EventRecord {
         id,
         app_id: app_id.to_owned(),
         mid: event.mid.clone(),
@@ -88,38 +49,7 @@ async fn insert(
         timestamp: event.timestamp,
         data: event.data.clone(),
         created,
-    })
-}
-
-/// Associates each user subscribed to any of the saved events' channels with the first of
-/// those events on one of their channels.
-async fn associate(
-    conn: &mut AnyConnection,
-    app_id: &str,
-    saved: &[EventRecord],
-    created: i64,
-) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO associations (app_id, user_id, mid, created) \
-         SELECT e.app_id, f.user_id, e.mid, $2 \
-         FROM (SELECT s.user_id AS user_id, MIN(e.id) AS event_id \
-               FROM subscriptions s \
-               JOIN events e ON e.app_id = s.app_id AND e.channel = s.event \
-               WHERE s.app_id = $1 AND e.id IN ({}) \
-               GROUP BY s.user_id) f \
-         JOIN events e ON e.id = f.event_id \
-         ORDER BY f.event_id, f.user_id",
-        placeholders(3, saved.len())
-    );
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(app_id)
-        .bind(created);
-    saved
-        .iter()
-        .fold(query, |q, event| q.bind(event.id))
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    }
 }
 
 pub(super) async fn channel_history(

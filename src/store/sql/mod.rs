@@ -11,6 +11,7 @@ mod events;
 mod sessions;
 mod subscriptions;
 mod targets;
+pub mod writer;
 
 use std::time::Duration;
 
@@ -31,12 +32,16 @@ pub struct SqlStore {
     backend: Backend,
     /// The URL of a SQLite file (not `:memory:`), for the checkpoint on close.
     sqlite_file_url: Option<String>,
+    /// Saves persisted publishes, several per transaction (group commit).
+    writer: writer::EventWriter,
+    /// Sessions this store found or created, so a request need not read them again.
+    sessions: sessions::SessionCache,
 }
 
 /// The settings every SQLite connection gets: wait for the single writer instead of failing,
 /// write-ahead logging (readers never block the writer), and durable commits at the WAL's
 /// usual cost.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; \
+pub(super) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; \
                               PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
 
 /// How long closing waits for the writes in flight to finish.
@@ -120,10 +125,14 @@ impl SqlStore {
         let pool = options.connect(&url).await?;
         migrations::run(&pool, backend).await?;
         let sqlite_file_url = (backend == Backend::Sqlite && !in_memory).then_some(url);
+        let writer_file = sqlite_file_url.as_deref().map(sqlite_path);
+        let writer = writer::EventWriter::start(pool.clone(), backend, writer_file)?;
         Ok(Self {
             pool,
             backend,
             sqlite_file_url,
+            writer,
+            sessions: sessions::SessionCache::default(),
         })
     }
 
@@ -260,11 +269,13 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
-        // Closing waits for every connection to come back: the writes in flight finish.
-        if tokio::time::timeout(CLOSE_WAIT, self.pool.close())
-            .await
-            .is_err()
-        {
+        // The publishes already queued are saved and answered first; later ones fail. Then
+        // closing waits for every connection to come back: the writes in flight finish.
+        let drained = async {
+            self.writer.close().await;
+            self.pool.close().await;
+        };
+        if tokio::time::timeout(CLOSE_WAIT, drained).await.is_err() {
             tracing::warn!(
                 "closing the database: writes still in flight after {CLOSE_WAIT:?}, leaving them"
             );
@@ -286,7 +297,7 @@ impl Store for SqlStore {
         app_id: &str,
         new: &[NewEvent],
     ) -> Result<Vec<EventRecord>, StoreError> {
-        events::save(&self.pool, app_id, new).await
+        self.writer.save(app_id, new).await
     }
 
     async fn channel_history(
@@ -318,19 +329,19 @@ impl Store for SqlStore {
     }
 
     async fn create_session(&self, app_id: &str) -> Result<String, StoreError> {
-        sessions::create(&self.pool, app_id).await
+        sessions::create(&self.pool, &self.sessions, app_id).await
     }
 
     async fn session_app_at(&self, token: &str, now: i64) -> Result<Option<String>, StoreError> {
-        sessions::app_at(&self.pool, token, now).await
+        sessions::app_at(&self.pool, &self.sessions, token, now).await
     }
 
     async fn delete_session(&self, token: &str) -> Result<bool, StoreError> {
-        sessions::delete(&self.pool, token).await
+        sessions::delete(&self.pool, &self.sessions, token).await
     }
 
     async fn purge_expired_sessions(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
-        sessions::purge_expired(&self.pool, now, limit).await
+        sessions::purge_expired(&self.pool, &self.sessions, now, limit).await
     }
 
     async fn create_subscription(
