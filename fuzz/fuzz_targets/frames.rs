@@ -19,7 +19,9 @@ fuzz_target!(|text: &str| {
             let _ = name.server_to_user_id();
         }
     }
-    let _ = pushi::protocol::channel::validate_event_name(text);
+    for max_len in [200, 1000] {
+        let _ = pushi::protocol::channel::validate_event_name(text, max_len);
+    }
     let Ok(envelope) = Envelope::parse(text) else {
         return;
     };
