@@ -237,6 +237,24 @@ impl AppRegistry {
     }
 
     /// Saves changed settings and refreshes the cache, so the next connection sees them.
+    /// Stores a new app from a checked draft (its name, settings, description and enabled
+    /// flag; the server assigns id, key, secret and ident).
+    pub async fn create_from_draft(&self, draft: App) -> Result<App, StoreError> {
+        let mut app = (*self
+            .create(NewApp {
+                name: draft.name,
+                settings: draft.settings,
+                description: draft.description,
+            })
+            .await?)
+            .clone();
+        if !draft.enabled {
+            app.enabled = false;
+            app = (*self.update(app).await?).clone();
+        }
+        Ok(app)
+    }
+
     pub async fn update(&self, app: App) -> Result<Arc<App>, StoreError> {
         if !self.static_ids.contains(&app.id) {
             self.store.update_app(&app).await?;

@@ -190,20 +190,7 @@ async fn create_app(
     }
     .into_app();
     let draft = draft.with_changes(&app_changes(&fields))?;
-    let mut app = (*ctx
-        .hub
-        .apps
-        .create(NewApp {
-            name: draft.name,
-            settings: draft.settings,
-            description: draft.description,
-        })
-        .await?)
-        .clone();
-    if !draft.enabled {
-        app.enabled = false;
-        app = (*ctx.hub.apps.update(app).await?).clone();
-    }
+    let app = ctx.hub.apps.create_from_draft(draft).await?;
     tracing::info!(app_id = %app.id, name = %crate::logs::clip(&app.name), "app created over HTTP");
     Ok((StatusCode::OK, Json(app_json(&app, true))).into_response())
 }

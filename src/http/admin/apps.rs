@@ -81,20 +81,7 @@ pub async fn create(
         .into_app()
         .with_changes(&fields)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut app = (*ctx
-        .hub
-        .apps
-        .create(NewApp {
-            name: draft.name,
-            settings: draft.settings,
-            description: draft.description,
-        })
-        .await?)
-        .clone();
-    if !draft.enabled {
-        app.enabled = false;
-        app = (*ctx.hub.apps.update(app).await?).clone();
-    }
+    let app = ctx.hub.apps.create_from_draft(draft).await?;
     tracing::info!(app_id = %app.id, name = %app.name, "app created from the admin API");
     Ok((StatusCode::CREATED, Json(app_json(&ctx, &app))).into_response())
 }
