@@ -77,11 +77,20 @@ impl Throttle {
 /// at trace level.
 const FRAME_LOGGING_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
 
-/// `filter` with the crates that log frame contents held to `debug`, whatever level it asks
-/// for, so no log level (`PUSHI_LOG=trace` included) writes what a client sent.
+/// `filter` with the crates that log frame contents held to `debug` at most, whatever level it
+/// asks for, so no log level (`PUSHI_LOG=trace` included) writes what a client sent.
+///
+/// A filter that enables nothing below `debug` is returned as it is: adding `tungstenite=debug`
+/// to an `info` filter would *raise* those crates to a line or two per closed socket.
 pub fn without_frame_contents(
     filter: tracing_subscriber::EnvFilter,
 ) -> tracing_subscriber::EnvFilter {
+    let may_trace = filter
+        .max_level_hint()
+        .is_none_or(|max| max >= tracing::level_filters::LevelFilter::TRACE);
+    if !may_trace {
+        return filter;
+    }
     FRAME_LOGGING_TARGETS.iter().fold(filter, |filter, target| {
         match format!("{target}=debug").parse() {
             Ok(directive) => filter.add_directive(directive),
@@ -102,6 +111,60 @@ mod tests {
         assert!(clipped.len() < 100, "{clipped}");
         assert!(clipped.contains("bytes)"));
         assert_eq!(clip("a\nb"), "a\u{fffd}b");
+    }
+
+    /// What `filter` (after [`without_frame_contents`]) lets through from the frame-logging
+    /// crates at debug and at trace level.
+    fn frame_crate_lines(filter: &str) -> String {
+        use std::sync::{Arc, Mutex};
+        let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(without_frame_contents(tracing_subscriber::EnvFilter::new(
+                filter,
+            )))
+            .with_ansi(false)
+            .with_writer(move || SharedWriter(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "tungstenite::protocol", "a debug line");
+            tracing::trace!(target: "tungstenite::protocol", "a frame with its contents");
+            tracing::info!(target: "pushi", "an info line");
+        });
+        let bytes = buffer.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[derive(Clone)]
+    struct SharedWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for SharedWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut b) = self.0.lock() {
+                b.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frame_crates_are_capped_at_debug_and_never_raised() {
+        let info = frame_crate_lines("info");
+        assert!(info.contains("an info line"), "{info}");
+        assert!(
+            !info.contains("a debug line"),
+            "info must not raise tungstenite: {info}"
+        );
+        let trace = frame_crate_lines("trace");
+        assert!(trace.contains("a debug line"), "{trace}");
+        assert!(!trace.contains("a frame with its contents"), "{trace}");
+        let targeted = frame_crate_lines("info,tungstenite=trace");
+        assert!(
+            !targeted.contains("a frame with its contents"),
+            "{targeted}"
+        );
     }
 
     #[test]

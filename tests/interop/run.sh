@@ -89,12 +89,14 @@ cleanup() {
       log "server log ($f, last 200 lines):"
       tail -n 200 "$f" | sed 's/^/  | /' >&2
     done
+    print_failed_suites
   fi
   rm -rf "$WORKDIR"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+. "$HERE/report.sh"
 
 # Four distinct free loopback ports (bound together so they differ, then released).
 read -r HTTP_PORT WS_PORT OTHER_HTTP OTHER_WS < <(python3 - <<'PY'
@@ -184,14 +186,14 @@ if [ "$run_node" = 1 ]; then
   # --test-force-exit: pusher-js's node transport (faye-websocket) leaves a 30 s close timer
   # behind when the server closes a socket first (terminate_connections), which would otherwise
   # keep that test file's process alive after its tests are done.
-  if ! (cd "$HERE/node" && node --test --test-force-exit --test-timeout=60000 ./*.test.mjs); then
+  if ! run_suite node bash -c 'cd "$1/node" && node --test --test-force-exit --test-timeout=60000 ./*.test.mjs' _ "$HERE"; then
     failed+=(node)
   fi
 fi
 
 if [ "$run_python" = 1 ]; then
   log "Python suite: PyPI pusher 3"
-  if ! (cd "$HERE/python" && "$HERE/.venv/bin/python" -m unittest -v test_interop 2>&1); then
+  if ! run_suite python bash -c 'cd "$1/python" && "$1/.venv/bin/python" -m unittest -v test_interop' _ "$HERE"; then
     failed+=(python)
   fi
 fi

@@ -49,11 +49,13 @@ cleanup() {
     log "server log (last 150 lines):"
     tail -n 150 "$WORKDIR/server.log" | sed 's/^/  | /' >&2
   fi
+  [ "$rc" = 0 ] || print_failed_suites
   rm -rf "$WORKDIR"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+. "$HERE/../report.sh"
 
 read -r HTTP_PORT WS_PORT < <(python3 - <<'PY'
 import socket
@@ -80,4 +82,4 @@ log "server ready (http $HTTP_PORT, ws $WS_PORT)"
 
 export PUSHI_HTTP_URL="http://127.0.0.1:$HTTP_PORT" PUSHI_WS_PORT="$WS_PORT"
 cd "$HERE"
-node --test --test-force-exit --test-timeout=120000 test/
+run_suite dashboard node --test --test-force-exit --test-timeout=120000 test/

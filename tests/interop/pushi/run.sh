@@ -129,12 +129,14 @@ cleanup() {
       log "server log $(basename "$f") (last 150 lines):"
       tail -n 150 "$f" | sed 's/^/  | /' >&2
     done
+    print_failed_suites
   fi
   rm -rf "$WORKDIR"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+. "$HERE/../report.sh"
 
 . "$HERE/../tls-pki.sh"
 if [ "${PUSHI_INTEROP_TLS:-0}" = 1 ]; then
@@ -197,19 +199,19 @@ fi
 failed=()
 if [ "$run_python" = 1 ]; then
   log "Python suite: PyPI pushi 0.6.10 (pushi.API)"
-  if ! (cd "$HERE/python" && "$HERE/.venv/bin/python" -W ignore::DeprecationWarning -m unittest -v test_pushi_client 2>&1); then
+  if ! run_suite python bash -c 'cd "$1/python" && "$1/.venv/bin/python" -W ignore::DeprecationWarning -m unittest -v test_pushi_client' _ "$HERE"; then
     failed+=(python)
   fi
 fi
 if [ "$run_browser" = 1 ]; then
   log "Browser suite: the original pushi.js 0.6.10 in headless Chromium"
-  if ! (cd "$HERE/browser" && node --test --test-force-exit --test-timeout=90000 "${BROWSER_TESTS[@]}"); then
+  if ! run_suite browser bash -c 'cd "$1/browser" && shift && node --test --test-force-exit --test-timeout=90000 "$@"' _ "$HERE" "${BROWSER_TESTS[@]}"; then
     failed+=(browser)
   fi
 fi
 if [ "$run_netius" = 1 ]; then
   log "netius suite: pushi.net.client from PyPI pushi-service 0.6.10"
-  if ! (cd "$HERE/netius" && "$HERE/.venv-service/bin/python" -W ignore::DeprecationWarning -m unittest -v test_netius_client 2>&1); then
+  if ! run_suite netius bash -c 'cd "$1/netius" && "$1/.venv-service/bin/python" -W ignore::DeprecationWarning -m unittest -v test_netius_client' _ "$HERE"; then
     failed+=(netius)
   fi
 fi
