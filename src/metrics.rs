@@ -54,8 +54,15 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0,
 ];
 
+/// How often the recorder folds recorded latencies into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Installs the global recorder once; later calls return a handle to the same one, so tests
 /// that start several servers in one process work.
+///
+/// The Prometheus recorder keeps every histogram sample until it is folded into buckets,
+/// which happens on a scrape or an upkeep: without the upkeep thread started here, a server
+/// nobody scrapes would hold every publish's and request's latency forever.
 pub fn install() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
@@ -69,6 +76,16 @@ pub fn install() -> PrometheusHandle {
             // nothing; the server still works.
             let _ = metrics::set_global_recorder(recorder);
             register_server_series();
+            let upkeep = handle.clone();
+            // If the thread cannot start the server still works; samples then wait for scrapes.
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
             handle
         })
         .clone()
@@ -92,9 +109,44 @@ fn register_server_series() {
 }
 
 /// Records an HTTP request's duration under its route template.
-pub fn http_request(route: &str, method: &str, elapsed: Duration) {
-    metrics::histogram!(HTTP_SECONDS, "route" => route.to_owned(), "method" => method.to_owned())
-        .record(elapsed.as_secs_f64());
+///
+/// Every API call passes here, so the histogram handles are kept per route (one map lookup
+/// by `&str`) instead of asking the registry, which builds an owned label set per call.
+pub fn http_request(route: &str, method: &axum::http::Method, elapsed: Duration) {
+    static BY_ROUTE: std::sync::OnceLock<dashmap::DashMap<Box<str>, RouteHistograms>> =
+        std::sync::OnceLock::new();
+    let by_route = BY_ROUTE.get_or_init(dashmap::DashMap::new);
+    let (index, label) = method_label(method);
+    let cached = by_route
+        .get(route)
+        .and_then(|methods| methods[index].clone());
+    let histogram = cached.unwrap_or_else(|| {
+        let histogram =
+            metrics::histogram!(HTTP_SECONDS, "route" => route.to_owned(), "method" => label);
+        by_route.entry(route.into()).or_default()[index] = Some(histogram.clone());
+        histogram
+    });
+    histogram.record(elapsed.as_secs_f64());
+}
+
+/// One route's latency histograms, by [`method_label`]'s index.
+type RouteHistograms = [Option<Histogram>; 8];
+
+/// A method as a label (and its index in [`RouteHistograms`]) without allocating; methods
+/// outside the standard set share one value (a client choosing the method must not choose
+/// the number of series).
+fn method_label(method: &axum::http::Method) -> (usize, &'static str) {
+    use axum::http::Method;
+    match *method {
+        Method::GET => (0, "GET"),
+        Method::POST => (1, "POST"),
+        Method::PUT => (2, "PUT"),
+        Method::DELETE => (3, "DELETE"),
+        Method::PATCH => (4, "PATCH"),
+        Method::HEAD => (5, "HEAD"),
+        Method::OPTIONS => (6, "OPTIONS"),
+        _ => (7, "other"),
+    }
 }
 
 /// Counts one delivery attempt's outcome for an app.

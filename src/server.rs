@@ -212,7 +212,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         crate::metrics::AppMetrics::new(&app.id);
     }
     let admission = Admission::new(config.listener.clone());
-    let ctx = ServerContext {
+    let ctx = ServerContext::new(http::ServerParts {
         admission: admission.clone(),
         hub: hub.clone(),
         notifier: delivery.notifier.clone(),
@@ -222,7 +222,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             token: config.admin_token.as_deref().map(std::sync::Arc::from),
             open_apps: config.open_apps,
         },
-    };
+    });
     tasks.push(tokio::spawn(send_subscription_counts(
         hub.clone(),
         stopped.clone(),

@@ -140,23 +140,94 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The message of a refused request, left on the response for [`log_rejections`].
+/// The message of a refused request, left on the response for [`LogRejections`].
 #[derive(Clone)]
 struct Rejection(String);
 
 /// Logs a structured line per refused request (method, route, status and why), at most one
 /// per [`LOG_PERIOD`] for client errors and one for server errors.
-pub async fn log_rejections(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+///
+/// Every request passes through it, so it is a plain tower service rather than
+/// `middleware::from_fn` (which boxes the inner route and the future per request).
+#[derive(Clone, Copy, Default)]
+pub struct LogRejectionsLayer;
+
+impl<S> tower::Layer<S> for LogRejectionsLayer {
+    type Service = LogRejections<S>;
+    fn layer(&self, inner: S) -> LogRejections<S> {
+        LogRejections { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct LogRejections<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<axum::extract::Request> for LogRejections<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Logged<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        // Cheap clones (shared bytes and a shared string), kept for the refusals.
+        let method = request.method().clone();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let uri = request.uri().clone();
+        Logged {
+            inner: self.inner.call(request),
+            seen: Some((method, route, uri)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future, with what to log if the response is a refusal.
+    pub struct Logged<F> {
+        #[pin]
+        inner: F,
+        seen: Option<(axum::http::Method, Option<MatchedPath>, axum::http::Uri)>,
+    }
+}
+
+impl<F, E> std::future::Future for Logged<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some((method, route, uri))) = (&output, this.seen.take()) {
+            log_rejection(&method, route.as_ref(), &uri, response);
+        }
+        std::task::Poll::Ready(output)
+    }
+}
+
+fn log_rejection(
+    method: &axum::http::Method,
+    route: Option<&MatchedPath>,
+    uri: &axum::http::Uri,
+    response: &Response,
+) {
     let status = response.status();
     if !status.is_client_error() && !status.is_server_error() {
-        return response;
+        return;
     }
     let throttle = if status.is_server_error() {
         &FAILED
@@ -164,7 +235,7 @@ pub async fn log_rejections(
         &REJECTED
     };
     let Some(suppressed) = throttle.ready() else {
-        return response;
+        return;
     };
     let message = response
         .extensions()
@@ -173,9 +244,9 @@ pub async fn log_rejections(
         .unwrap_or("");
     let message = logs::clip(message);
     let method = logs::clip(method.as_str());
-    let path = match &route {
+    let path = match route {
         Some(route) => logs::clip(route.as_str()),
-        None => logs::clip(&path),
+        None => logs::clip(uri.path()),
     };
     let status = status.as_u16();
     if status >= 500 {
@@ -183,7 +254,6 @@ pub async fn log_rejections(
     } else {
         tracing::info!(%method, %path, status, %message, suppressed, "request rejected");
     }
-    response
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

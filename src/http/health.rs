@@ -13,13 +13,20 @@ use crate::store::TargetKind;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub fn router() -> Router<ServerContext> {
+pub fn router(ctx: ServerContext) -> Router<ServerContext> {
+    // Every app's traffic and the server's internals: the operator's only.
+    let operator = Router::new()
+        .route("/health/detailed", get(detailed))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx,
+            super::layers::operator_only,
+        ));
     Router::new()
+        .merge(operator)
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/health/detailed", get(detailed))
-        .route("/metrics", get(metrics))
         .route("/", get(info))
         .route("/info", get(info))
         .route("/versions", get(versions))

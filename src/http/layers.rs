@@ -1,11 +1,17 @@
-//! What every request passes through, whatever its route: the operator-only gate in front of
+//! What requests pass through besides their handler: the operator-only gate in front of
 //! `/metrics` and the health details, and the latency histogram by route.
 //!
-//! They are layers rather than handler code so a route cannot forget them.
+//! They are layers rather than handler code so a route cannot forget them. The latency layer
+//! sits on every routed request, so it is a plain tower service (no boxed `Next`, no boxed
+//! future, no clone of the inner route per request, as `middleware::from_fn` would cost).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -13,18 +19,15 @@ use super::ServerContext;
 use super::error::ApiError;
 use crate::listener::ListenerRole;
 
-/// Routes that tell an outsider too much (every app's traffic, the server's internals): served
-/// freely on the operator's listener (`admin_addr`), elsewhere only with the admin token.
-const OPERATOR_ONLY: &[&str] = &["/metrics", "/health/detailed"];
-
+/// For routes that tell an outsider too much (every app's traffic, the server's internals):
+/// served freely on the operator's listener (`admin_addr`), elsewhere only with the admin
+/// token. [`super::health`] puts it on `/metrics` and `/health/detailed`.
 pub async fn operator_only(
     State(ctx): State<ServerContext>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !OPERATOR_ONLY.contains(&request.uri().path())
-        || request.extensions().get::<ListenerRole>() == Some(&ListenerRole::Operator)
-    {
+    if request.extensions().get::<ListenerRole>() == Some(&ListenerRole::Operator) {
         return next.run(request).await;
     }
     let presented = request
@@ -47,17 +50,70 @@ pub async fn operator_only(
 }
 
 /// Records how long each routed request took, under its route template (never the path a
-/// client sent, so the series stay bounded).
-pub async fn request_latency(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    if let Some(route) = route {
-        crate::metrics::http_request(&route, &method, started.elapsed());
+/// client sent, so the series stay bounded). Applied with `route_layer`, where the router has
+/// already put the matched template on the request.
+#[derive(Clone, Copy, Default)]
+pub struct RequestLatencyLayer;
+
+impl<S> tower::Layer<S> for RequestLatencyLayer {
+    type Service = RequestLatency<S>;
+    fn layer(&self, inner: S) -> RequestLatency<S> {
+        RequestLatency { inner }
     }
-    response
+}
+
+#[derive(Clone)]
+pub struct RequestLatency<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for RequestLatency<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Timed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        Timed {
+            inner: self.inner.call(request),
+            started: Instant::now(),
+            route,
+            method,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future, timed from the call to the response.
+    pub struct Timed<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        route: Option<MatchedPath>,
+        method: Method,
+    }
+}
+
+impl<F, E> Future for Timed<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = ready!(this.inner.poll(cx));
+        if let Some(route) = this.route.take() {
+            crate::metrics::http_request(route.as_str(), this.method, this.started.elapsed());
+        }
+        Poll::Ready(output)
+    }
 }

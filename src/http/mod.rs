@@ -35,9 +35,26 @@ use crate::hub::Hub;
 use crate::notify::Notifier;
 use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`ServerParts`], so the per-request clones
+/// (every layer and `State` extractor takes one) cost one reference count, not seven.
 #[derive(Clone)]
-pub struct ServerContext {
+pub struct ServerContext(Arc<ServerParts>);
+
+impl ServerContext {
+    pub fn new(parts: ServerParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for ServerContext {
+    type Target = ServerParts;
+    fn deref(&self) -> &ServerParts {
+        &self.0
+    }
+}
+
+/// The server's shared parts, behind [`ServerContext`].
+pub struct ServerParts {
     pub hub: Arc<Hub>,
     /// Connection counts, for per-address caps on WebSockets behind trusted proxies.
     pub admission: Arc<crate::listener::Admission>,
@@ -56,17 +73,13 @@ pub fn router(ctx: ServerContext) -> Router {
         .merge(targets_api::router())
         .merge(messaging_api::router())
         .merge(deliveries_api::router())
-        .merge(health::router())
+        .merge(health::router(ctx.clone()))
         .merge(admin::router())
         .merge(dashboard::router())
         .merge(openapi::router())
-        .route_layer(axum::middleware::from_fn(layers::request_latency))
+        .route_layer(layers::RequestLatencyLayer)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            ctx.clone(),
-            layers::operator_only,
-        ))
-        .layer(axum::middleware::from_fn(error::log_rejections))
+        .layer(error::LogRejectionsLayer)
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             websocket_upgrades,
