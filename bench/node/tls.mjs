@@ -8,7 +8,7 @@
 //                  when the run is TLS): deliveries/s from the first trigger to the last receipt
 //
 // usage: node tls.mjs --url ws[s]://127.0.0.1:PORT --http http[s]://127.0.0.1:PORT --pid PID
-//          [--conns 10000] [--inflight 200] [--subs 2000] [--events 50]
+//          [--conns 10000] [--inflight 200] [--subs 2000] [--events 50] [--settle 3000 (ms)]
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Pusher from 'pusher';
@@ -61,7 +61,7 @@ async function worker() {
 }
 await Promise.all(Array.from({ length: inflight }, worker));
 const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-await sleep(3000);
+await sleep(Number(args.settle ?? 3000));
 const after = rssKiB(args.pid);
 
 // Fan-out: `subs` sockets on one channel.

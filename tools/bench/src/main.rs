@@ -61,6 +61,10 @@ struct Cli {
     /// Most WebSocket handshakes in flight at once
     #[arg(long, default_value_t = 64, global = true)]
     connect_concurrency: usize,
+    /// Upgrade requests carry a browser's headers (Origin, User-Agent, cookies, a
+    /// permessage-deflate offer)
+    #[arg(long, global = true)]
+    browser_headers: bool,
     /// Spread client sockets over this many loopback source addresses (127.0.0.1..)
     #[arg(long, default_value_t = 8, global = true)]
     source_ips: u8,
@@ -140,7 +144,7 @@ fn main() -> ExitCode {
 /// Runs the scenario; `Ok(false)` when it saw delivery errors.
 async fn run(cli: Cli) -> Result<bool> {
     let nofile = raise_fd_limit();
-    let target = Target::new(
+    let mut target = Target::new(
         &cli.host,
         cli.ws_port.unwrap_or(cli.port),
         cli.http_port.unwrap_or(cli.port),
@@ -150,6 +154,7 @@ async fn run(cli: Cli) -> Result<bool> {
         cli.dialect,
         cli.source_ips,
     )?;
+    target.browser_headers = cli.browser_headers;
     let name = cli.scenario.name();
     eprintln!(
         "pushi-bench {name}: ws {} http {} ({:?} dialect{}), fd limit {nofile}",

@@ -45,6 +45,9 @@ pub struct Target {
     /// ephemeral port space; empty = let the kernel choose.
     pub source_ips: Vec<IpAddr>,
     next_source: AtomicUsize,
+    /// Send what a browser sends with its upgrade (Origin, User-Agent, Accept-Language, a
+    /// cookie, a permessage-deflate offer), so the server's per-handshake cost is a browser's.
+    pub browser_headers: bool,
 }
 
 /// How long any single handshake, subscription or HTTP request may take.
@@ -88,6 +91,7 @@ impl Target {
             dialect,
             source_ips,
             next_source: AtomicUsize::new(0),
+            browser_headers: false,
         })
     }
 
@@ -101,6 +105,20 @@ impl Target {
             ),
             Dialect::Pushi => format!("ws://{authority}/{}", self.key),
         }
+    }
+
+    /// The upgrade request: tungstenite's own headers, plus a browser's when asked.
+    fn ws_request(&self) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::HeaderValue;
+        let mut request = self.ws_url().into_client_request()?;
+        if self.browser_headers {
+            let headers = request.headers_mut();
+            for (name, value) in BROWSER_HEADERS {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+        }
+        Ok(request)
     }
 
     async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream> {
@@ -124,6 +142,29 @@ impl Target {
 
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// What Chromium adds to a WebSocket upgrade from a page (the deflate offer is declined by
+/// servers that do not compress, as pushi does).
+const BROWSER_HEADERS: &[(&str, &str)] = &[
+    ("origin", "https://app.example.com"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+         Chrome/156.0.0.0 Safari/537.36",
+    ),
+    ("accept-language", "en-US,en;q=0.9,pt;q=0.8"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("cache-control", "no-cache"),
+    ("pragma", "no-cache"),
+    (
+        "cookie",
+        "session=0123456789abcdef0123456789abcdef; theme=dark; _ga=GA1.1.1234567890.1700000000",
+    ),
+    (
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits",
+    ),
+];
+
 /// Small buffers so ten thousand client sockets stay cheap: a 4 KiB read buffer (tungstenite's
 /// default is 128 KiB, allocated up front) and no write buffering (frames go out at once).
 fn ws_config() -> WebSocketConfig {
@@ -136,8 +177,9 @@ fn ws_config() -> WebSocketConfig {
 pub async fn open(target: &Target) -> Result<(Ws, String)> {
     tokio::time::timeout(OP_TIMEOUT, async {
         let stream = target.tcp(target.ws_addr).await?;
+        let request = target.ws_request()?;
         let (mut ws, _) =
-            tokio_tungstenite::client_async_with_config(target.ws_url(), stream, Some(ws_config()))
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
                 .await
                 .context("WebSocket handshake")?;
         loop {

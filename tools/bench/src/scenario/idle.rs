@@ -22,6 +22,10 @@ pub struct Args {
     /// Seconds to keep the connections open after measuring
     #[arg(long, default_value_t = 0)]
     pub hold_secs: u64,
+    /// A reconnect storm: every connection's handshake in flight at once (as after a
+    /// deploy), instead of --connect-concurrency at a time
+    #[arg(long)]
+    pub storm: bool,
 }
 
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Report> {
@@ -33,7 +37,11 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Report> {
         ctx.target.clone(),
         Arc::new(Recorder::default()),
         channels,
-        ctx.connect_concurrency,
+        if args.storm {
+            args.connections.max(1)
+        } else {
+            ctx.connect_concurrency
+        },
     );
     let elapsed = pool.wait_ready("idle", ctx.progress).await;
     let ready = pool.ready.load(std::sync::atomic::Ordering::Relaxed);
