@@ -80,11 +80,12 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = request.method().clone();
         Timed {
             inner: self.inner.call(request),
-            started: Instant::now(),
+            started,
             route,
             method,
         }
