@@ -204,27 +204,45 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Message>) {
 /// publish in its own transaction so that only the one at fault fails.
 async fn save_batch(pool: &AnyPool, backend: Backend, batch: Vec<Job>) {
     let result = save_together(pool, backend, &batch).await;
+    if let Some(batch) = answer_or_split(batch, result) {
+        for job in batch {
+            let result = save_together(pool, backend, std::slice::from_ref(&job)).await;
+            answer_one(job, result);
+        }
+    }
+}
+
+/// Answers every publish of a batch from its save's result, or hands the batch back when the
+/// save failed with more than one publish in it, to be saved one by one.
+fn answer_or_split(
+    batch: Vec<Job>,
+    result: Result<Vec<Vec<EventRecord>>, StoreError>,
+) -> Option<Vec<Job>> {
     match result {
         Ok(saved) => {
             for (job, records) in batch.into_iter().zip(saved) {
                 let _ = job.reply.send(Ok(records));
             }
+            None
         }
         Err(e) if batch.len() == 1 => {
             if let Some(job) = batch.into_iter().next() {
                 let _ = job.reply.send(Err(e));
             }
+            None
         }
         Err(e) => {
             tracing::debug!(error = %e, "a batch of publishes failed: saving them one by one");
-            for job in batch {
-                let result = save_together(pool, backend, std::slice::from_ref(&job)).await;
-                let _ = job
-                    .reply
-                    .send(result.map(|mut saved| saved.pop().unwrap_or_default()));
-            }
+            Some(batch)
         }
     }
+}
+
+/// Answers one publish saved on its own.
+fn answer_one(job: Job, result: Result<Vec<Vec<EventRecord>>, StoreError>) {
+    let _ = job
+        .reply
+        .send(result.map(|mut saved| saved.pop().unwrap_or_default()));
 }
 
 async fn save_together(
@@ -464,25 +482,11 @@ fn run_sqlite(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Message>) {
 
 /// [`save_batch`] on the thread's connection.
 fn save_batch_sqlite(conn: &mut rusqlite::Connection, batch: Vec<Job>) {
-    match save_together_sqlite(conn, &batch) {
-        Ok(saved) => {
-            for (job, records) in batch.into_iter().zip(saved) {
-                let _ = job.reply.send(Ok(records));
-            }
-        }
-        Err(e) if batch.len() == 1 => {
-            if let Some(job) = batch.into_iter().next() {
-                let _ = job.reply.send(Err(e));
-            }
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "a batch of publishes failed: saving them one by one");
-            for job in batch {
-                let result = save_together_sqlite(conn, std::slice::from_ref(&job));
-                let _ = job
-                    .reply
-                    .send(result.map(|mut saved| saved.pop().unwrap_or_default()));
-            }
+    let result = save_together_sqlite(conn, &batch);
+    if let Some(batch) = answer_or_split(batch, result) {
+        for job in batch {
+            let result = save_together_sqlite(conn, std::slice::from_ref(&job));
+            answer_one(job, result);
         }
     }
 }
