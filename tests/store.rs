@@ -192,6 +192,7 @@ store_tests! {
         associations_go_to_the_first_matching_event_of_a_publish,
         concurrent_publishes_keep_their_own_dedup,
         a_repeated_mid_is_a_conflict_and_saves_nothing,
+        a_failing_publish_fails_alone_among_concurrent_ones,
         history_is_newest_first_and_paged,
         personal_history_is_paged_by_association,
         apps_never_see_each_others_rows,
@@ -490,6 +491,36 @@ async fn a_repeated_mid_is_a_conflict_and_saves_nothing(store: &dyn Store) {
     );
     // A mid is unique within an app only.
     store.save_events("2", &[repeat]).await.unwrap();
+}
+
+/// Concurrent publishes are saved together (group commit); one that cannot be saved must
+/// fail on its own, every other one of its batch saved and answered.
+async fn a_failing_publish_fails_alone_among_concurrent_ones(store: &dyn Store) {
+    let saved = publish(store, "1", &["news"]).await;
+    let mut repeat = event("batch", "bad");
+    repeat.mid = saved[0].mid.clone();
+    let publishes = (0..20).map(|i| {
+        let events = if i == 7 {
+            vec![repeat.clone()]
+        } else {
+            vec![event("batch", &format!("good-{i}"))]
+        };
+        async move { store.save_events("1", &events).await }
+    });
+    let results = join_all(publishes).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 7 {
+            assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+        } else {
+            assert!(
+                matches!(result, Ok(records) if records.len() == 1),
+                "{i}: {result:?}"
+            );
+        }
+    }
+    let history = store.channel_history("1", "batch", 0, 0).await.unwrap();
+    assert_eq!(history.len(), 19);
+    assert!(history.iter().all(|e| e.event.starts_with("good-")));
 }
 
 async fn history_is_newest_first_and_paged(store: &dyn Store) {
