@@ -8,8 +8,9 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (`mimalloc.h`, v3): how long freed pages wait before
-/// they go back to the OS.
+/// mimalloc's `mi_option_purge_delay`: how long freed pages wait before they go back to the
+/// OS. `libmimalloc-sys` names no constant for it; it is entry 15 of `mi_option_e` in both the
+/// v2 and the v3 `mimalloc.h` it bundles.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 #[tokio::main]
