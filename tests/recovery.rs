@@ -59,6 +59,19 @@ async fn spawn(db: &str, port: u16) -> Process {
     panic!("server did not become ready");
 }
 
+/// Logs in to the test app the Pushi way; returns the session token.
+async fn login(base: &str) -> String {
+    let credentials = [
+        ("app_id", "1"),
+        ("app_key", "recovery-key"),
+        ("app_secret", "recovery-secret"),
+    ];
+    call(base, reqwest::Method::GET, "/login", &credentials, None).await["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned()
+}
+
 async fn call(
     base: &str,
     method: reqwest::Method,
@@ -88,15 +101,7 @@ async fn persisted_state_survives_kill_dash_nine() {
     let port = free_port();
 
     let mut server = spawn(&db, port).await;
-    let login = [
-        ("app_id", "1"),
-        ("app_key", "recovery-key"),
-        ("app_secret", "recovery-secret"),
-    ];
-    let token = call(&server.base, reqwest::Method::GET, "/login", &login, None).await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = login(&server.base).await;
     let sid = [("sid", token.as_str())];
     call(
         &server.base,
@@ -214,15 +219,7 @@ async fn pending_deliveries_survive_kill_dash_nine() {
     let hook_port = free_port();
 
     let mut server = spawn(&db, port).await;
-    let login = [
-        ("app_id", "1"),
-        ("app_key", "recovery-key"),
-        ("app_secret", "recovery-secret"),
-    ];
-    let token = call(&server.base, reqwest::Method::GET, "/login", &login, None).await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = login(&server.base).await;
     let sid = [("sid", token.as_str())];
     let url = format!("http://127.0.0.1:{hook_port}/hook");
     call(
@@ -331,15 +328,7 @@ async fn acknowledged_burst_survives_kill_dash_nine(db: &str) {
 
     let port = free_port();
     let mut server = spawn(db, port).await;
-    let login = [
-        ("app_id", "1"),
-        ("app_key", "recovery-key"),
-        ("app_secret", "recovery-secret"),
-    ];
-    let token = call(&server.base, reqwest::Method::GET, "/login", &login, None).await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = login(&server.base).await;
     let acked_total = Arc::new(AtomicUsize::new(0));
     let mut publishers = Vec::new();
     for p in 0..BURST_PUBLISHERS {

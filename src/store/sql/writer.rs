@@ -507,31 +507,21 @@ fn save_together_sqlite(
             .prepare_cached(&insert_sql(chunk.len()))
             .map_err(sqlite_error)?;
         for (r, (app, e)) in chunk.iter().enumerate() {
-            let p = r * 8;
-            statement
-                .raw_bind_parameter(p + 1, app)
-                .map_err(sqlite_error)?;
-            statement
-                .raw_bind_parameter(p + 2, &e.mid)
-                .map_err(sqlite_error)?;
-            statement
-                .raw_bind_parameter(p + 3, &e.channel)
-                .map_err(sqlite_error)?;
-            statement
-                .raw_bind_parameter(p + 4, &e.event)
-                .map_err(sqlite_error)?;
-            statement
-                .raw_bind_parameter(p + 5, &e.owner_id)
-                .map_err(sqlite_error)?;
-            statement
-                .raw_bind_parameter(p + 6, e.timestamp)
-                .map_err(sqlite_error)?;
-            statement
-                .raw_bind_parameter(p + 7, &e.data)
-                .map_err(sqlite_error)?;
-            statement
-                .raw_bind_parameter(p + 8, created)
-                .map_err(sqlite_error)?;
+            let values: [&dyn rusqlite::ToSql; 8] = [
+                app,
+                &e.mid,
+                &e.channel,
+                &e.event,
+                &e.owner_id,
+                &e.timestamp,
+                &e.data,
+                &created,
+            ];
+            for (i, value) in values.into_iter().enumerate() {
+                statement
+                    .raw_bind_parameter(r * 8 + i + 1, value)
+                    .map_err(sqlite_error)?;
+            }
         }
         let mut returned = Vec::with_capacity(chunk.len());
         let mut result = statement.raw_query();
